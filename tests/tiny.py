@@ -1,0 +1,66 @@
+"""A tiny Korean+English masked-LM built at test time: a WordPiece tokenizer trained on the sentences below
+(NFC, lowercase, no accent stripping, so Hangul stays whole syllables) and a random BertForMaskedLM."""
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import BertConfig, BertForMaskedLM, PreTrainedTokenizerFast
+
+SENTENCES = [
+    "머신러닝 모델은 데이터에서 패턴을 학습한다.",
+    "Machine learning models learn patterns from data.",
+    "추천 시스템은 사용자에게 상품을 추천한다.",
+    "A recommender system suggests products to users.",
+    "검색 엔진은 문서를 색인하고 질의에 답한다.",
+    "A search engine indexes documents and answers queries.",
+    "서울은 대한민국의 수도이다.",
+    "Seoul is the capital of South Korea.",
+    "희소 벡터는 어휘 공간에서 가중치를 가진다.",
+    "Sparse vectors have weights over the vocabulary.",
+    "오픈서치는 역색인을 사용한다.",
+    "OpenSearch uses an inverted index.",
+    "자연어 처리는 인공지능의 한 분야이다.",
+    "Natural language processing is a field of artificial intelligence.",
+    "딥러닝은 신경망을 여러 층으로 쌓는다.",
+    "Deep learning stacks neural networks in many layers.",
+    "한국어 문장과 영어 문장을 함께 학습한다.",
+    "We train on Korean and English sentences together.",
+    "날씨가 좋아서 공원에 갔다.",
+    "The weather was nice so we went to the park.",
+    "질문에 대한 답을 문단에서 찾는다.",
+    "Find the answer to the question in the paragraph.",
+]
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def build_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=1)
+    tok.train_from_iterator(SENTENCES, trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=128,
+    )
+
+
+def build_tiny_model(out_dir, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
+    """Write a tokenizer + random BertForMaskedLM to out_dir and return it."""
+    import torch
+
+    out_dir = Path(out_dir)
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+        intermediate_size=2 * hidden, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
+    )
+    model = BertForMaskedLM(config)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
