@@ -1,0 +1,3 @@
+from .encoder import SparseConfig, SparseEmbeddings, SparseEncoder, prune
+
+__all__ = ["SparseConfig", "SparseEmbeddings", "SparseEncoder", "prune"]

