@@ -1,0 +1,109 @@
+"""Train a sparse encoder.
+
+    python run_train.py configs/quickstart.yaml [--key value ...]
+    torchrun --nproc_per_node N run_train.py CONFIG.yaml [--key value ...]
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+import yaml
+from transformers.trainer_utils import get_last_checkpoint
+
+from training.arguments import ConfigError, parse_config
+from training.data import BatchSchedule, DataError, SparseCollator, load_sources
+from training.encoder import SparseEncoder
+from training.losses import SparseLoss
+from training.trainer import SparseTrainer
+from training.vocab import token_scripts
+
+logger = logging.getLogger("run_train")
+
+
+def build_loss(model: SparseEncoder, loss_args, data_args) -> SparseLoss:
+    scripts = token_scripts(model.tokenizer)[: model.vocab_size]
+    non_target = torch.from_numpy((scripts == "other").astype("float32"))
+    stopwords = None
+    if data_args.stopwords_file:
+        words = [w.strip() for w in open(data_args.stopwords_file, encoding="utf-8") if w.strip()]
+        ids = {i for w in words for i in model.tokenizer(w, add_special_tokens=False)["input_ids"]}
+        stopwords = torch.zeros(model.vocab_size)
+        stopwords[list(ids)] = 1.0
+    flops_weights = None
+    if loss_args.flops_idf_weighting:
+        if model.idf is None:
+            raise ConfigError("flops_idf_weighting needs an IDF: set idf_file")
+        # Frequent (low-IDF) tokens cost more; mean weight 1 keeps the FLOPS scale comparable.
+        w = 1.0 / (1.0 + model.idf.detach().clamp(min=0))
+        flops_weights = w / w.mean()
+    return SparseLoss(loss_args, model.vocab_size, model.output_mask.detach().clone(), non_target_mask=non_target,
+                      stopword_mask=stopwords, flops_token_weights=flops_weights)
+
+
+def main(argv=None) -> dict:
+    defaults = {} if torch.cuda.is_available() else {"use_cpu": True}  # without it CPU ranks never sync (DESIGN.md)
+    try:
+        model_args, data_args, loss_args, training_args, resolved = parse_config(argv, defaults)
+    except ConfigError as e:
+        sys.exit(f"config error: {e}")
+    logging.basicConfig(level=logging.INFO if training_args.process_index == 0 else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    with training_args.main_process_first(desc="load and validate training data"):
+        try:
+            sources = load_sources(data_args.train_file or (), data_args.dataset_name or (),
+                                   data_args.dataset_config_name or (), data_args.train_task or (),
+                                   data_args.sampling_weight or (), data_args.curriculum_start or ())
+        except (DataError, FileNotFoundError) as e:
+            sys.exit(f"data error: {e}")
+        model = SparseEncoder.from_pretrained(
+            model_args.model_name_or_path, idf_file=model_args.idf_file, trainable_idf=model_args.trainable_idf,
+            mode=model_args.mode, allowed_scripts=model_args.allowed_scripts,
+            max_seq_length=data_args.max_seq_length, max_query_length=data_args.max_query_length)
+    for s in sources:
+        logger.info("source %s: %d %s records", s.name, len(s.records), s.task)
+    if model_args.use_lora:
+        model.add_lora(model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout)
+
+    schedule = BatchSchedule(sources, training_args.per_device_train_batch_size, training_args.world_size,
+                             seed=training_args.data_seed or training_args.seed)
+    collator = SparseCollator(model.tokenizer, data_args.max_seq_length, data_args.max_query_length,
+                              data_args.max_term_length, data_args.num_negatives, data_args.num_distill_docs,
+                              data_args.negative_curriculum)
+    evaluator = None
+    if data_args.eval_benchmark:
+        from eval import RetrievalEvaluator
+
+        evaluator = RetrievalEvaluator(data_args.eval_benchmark, max_queries=data_args.eval_max_queries)
+    trainer = SparseTrainer(model=model, args=training_args, train_dataset=schedule, data_collator=collator,
+                            loss=build_loss(model, loss_args, data_args), evaluator=evaluator,
+                            idf_learning_rate=model_args.idf_learning_rate)
+
+    if training_args.should_save:
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        with open(os.path.join(training_args.output_dir, "train_config.yaml"), "w", encoding="utf-8") as fh:
+            yaml.safe_dump(resolved, fh, allow_unicode=True, sort_keys=False)
+
+    resume = training_args.resume_from_checkpoint
+    if resume in ("auto", "last", "true", "True"):
+        resume = get_last_checkpoint(training_args.output_dir)
+        logger.info("resuming from %s", resume or "scratch (no checkpoint found)")
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(training_args.output_dir)
+    metrics = dict(result.metrics)
+    if evaluator is not None:
+        metrics.update(trainer.evaluate())
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    if training_args.process_index == 0:
+        logger.info("final metrics: %s", metrics)
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

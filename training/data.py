@@ -1,0 +1,267 @@
+"""Training data: validated sources (JSONL files in the DESIGN.md contracts, or `datasets` folders/hub ids), a
+deterministic multi-task batch schedule, and the collator that tokenises one scheduled batch.
+
+Every batch holds one task, and under DDP every rank gets a slice of the same global batch, so all ranks run the
+same losses on same-shaped tensors (the sparse vectors are gathered across ranks before the loss)."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+# Required fields and their types per task (the data contracts of DESIGN.md); optional fields are checked if present.
+TASK_FIELDS = {
+    "triplets": {"query": str, "positive": str},
+    "distillation": {"query": str, "docs": list, "scores": list},
+    "term_pairs": {"ko": str, "en": str},
+}
+OPTIONAL_FIELDS = {"triplets": {"negatives": list, "difficulty": list}}
+DIFFICULTIES = ("easy", "medium", "hard")
+
+
+class DataError(ValueError):
+    """A training record that does not follow its contract; the message names file, line and field."""
+
+
+def infer_task(record: dict, where: str) -> str:
+    if {"query", "docs", "scores"} <= record.keys():
+        return "distillation"
+    if {"query", "positive"} <= record.keys():
+        return "triplets"
+    if {"ko", "en"} <= record.keys():
+        return "term_pairs"
+    raise DataError(f"{where}: cannot infer the task from fields {sorted(record)}; expected query+positive "
+                    "(triplets), query+docs+scores (distillation) or ko+en (term_pairs), or set train_task")
+
+
+def _nonempty_text(value, where: str, field: str):
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field '{field}' must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(f"{where}: field '{field}' is an empty text")
+
+
+def validate_record(record, task: str, where: str) -> None:
+    """Raise DataError naming `where` (file:line) and the field when `record` breaks the task's contract."""
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for field, kind in TASK_FIELDS[task].items():
+        if field not in record or record[field] is None:
+            raise DataError(f"{where}: missing field '{field}' required for {task}")
+        if kind is str:
+            _nonempty_text(record[field], where, field)
+    if task == "distillation":
+        docs, scores = record["docs"], record["scores"]
+        if not isinstance(docs, list) or not docs:
+            raise DataError(f"{where}: field 'docs' must be a non-empty list of texts")
+        for i, doc in enumerate(docs):
+            _nonempty_text(doc, where, f"docs[{i}]")
+        if not isinstance(scores, list) or len(scores) != len(docs):
+            n = len(scores) if isinstance(scores, list) else type(scores).__name__
+            raise DataError(f"{where}: 'scores' has {n} entries but 'docs' has {len(docs)}")
+        for i, s in enumerate(scores):
+            if not isinstance(s, (int, float)) or isinstance(s, bool) or not math.isfinite(s):
+                raise DataError(f"{where}: field 'scores[{i}]' must be a finite number, got {s!r}")
+    if task == "triplets":
+        negatives = record.get("negatives") or []
+        if not isinstance(negatives, list):
+            raise DataError(f"{where}: field 'negatives' must be a list of texts")
+        for i, neg in enumerate(negatives):
+            _nonempty_text(neg, where, f"negatives[{i}]")
+        difficulty = record.get("difficulty")
+        if difficulty is not None and len(difficulty) != len(negatives):
+            raise DataError(f"{where}: 'difficulty' has {len(difficulty)} entries but 'negatives' has {len(negatives)}")
+
+
+def read_jsonl(path, task: Optional[str] = None) -> tuple[str, list[dict]]:
+    """Read and validate a JSONL file; the task is inferred from the first record unless given."""
+    records = []
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training file not found: {path}")
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{where}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: malformed JSON ({e.msg}, column {e.colno})") from None
+            if task is None:
+                task = infer_task(record, where) if isinstance(record, dict) else None
+            validate_record(record, task, where)
+            records.append(record)
+    if not records:
+        raise DataError(f"{path}: no records")
+    return task, records
+
+
+def read_dataset(name: str, config: Optional[str] = None, split: str = "train", task: Optional[str] = None):
+    """A `datasets` source (a builders output folder or a hub id), validated row by row like a JSONL file."""
+    import datasets
+
+    ds = datasets.load_dataset(name, config, split=split)
+    label = f"{name}" + (f"[{config}]" if config else "") + f"/{split}"
+    records = ds.to_list()
+    if not records:
+        raise DataError(f"{label}: no records")
+    task = task or infer_task(records[0], f"{label} row 0")
+    for i, record in enumerate(records):
+        validate_record(record, task, f"{label} row {i}")
+    return task, records
+
+
+@dataclass
+class Source:
+    name: str
+    task: str
+    records: list
+    weight: Optional[float] = None
+    start: float = 0.0
+
+
+def load_sources(train_files: Sequence[str] = (), dataset_names: Sequence[str] = (),
+                 dataset_configs: Sequence[Optional[str]] = (), tasks: Sequence[str] = (),
+                 weights: Sequence[float] = (), starts: Sequence[float] = ()) -> list[Source]:
+    """Sources in order: train files, then datasets; tasks / weights / starts are parallel to that order."""
+    specs = [("file", f, None) for f in train_files]
+    configs = list(dataset_configs) + [None] * (len(dataset_names) - len(dataset_configs))
+    specs += [("dataset", n, c) for n, c in zip(dataset_names, configs)]
+    if not specs:
+        raise ValueError("no training data: set train_file or dataset_name")
+    for label, values in (("train_task", tasks), ("sampling_weight", weights), ("curriculum_start", starts)):
+        if values and len(values) != len(specs):
+            raise ValueError(f"{label} has {len(values)} entries but there are {len(specs)} training sources")
+    sources = []
+    for i, (kind, name, config) in enumerate(specs):
+        task = tasks[i] if tasks and tasks[i] != "auto" else None
+        if task is not None and task not in TASK_FIELDS:
+            raise ValueError(f"train_task {task!r} for {name} is not one of {sorted(TASK_FIELDS)}")
+        task, records = read_jsonl(name, task) if kind == "file" else read_dataset(name, config, task=task)
+        sources.append(Source(name if config is None else f"{name}[{config}]", task, records,
+                              weights[i] if weights else None, starts[i] if starts else 0.0))
+    return sources
+
+
+class BatchSchedule(Dataset):
+    """A deterministic schedule of single-task batches over several sources.
+
+    Item i is rank (i % world_size)'s slice of global batch i // world_size. One epoch has
+    sum_s floor(len_s / global_batch) global batches when no sampling weights are given; with weights the same total
+    is shared out in proportion (a source may then be sampled with replacement). A source with curriculum_start s
+    only appears in the last (1 - s) of the epoch. `set_epoch` reshuffles reproducibly."""
+
+    def __init__(self, sources: list[Source], per_device_batch_size: int, world_size: int = 1, seed: int = 42):
+        self.sources = sources
+        self.batch_size = per_device_batch_size
+        self.world_size = world_size
+        self.global_batch = per_device_batch_size * world_size
+        self.seed = seed
+        for s in sources:
+            if len(s.records) < self.global_batch:
+                raise ValueError(f"{s.name}: {len(s.records)} records is fewer than one global batch "
+                                 f"({self.global_batch} = {per_device_batch_size} per device x {world_size})")
+        self.set_epoch(0)
+
+    def _batches_per_source(self) -> list[int]:
+        natural = [len(s.records) // self.global_batch for s in self.sources]
+        if all(s.weight is None for s in self.sources):
+            return natural
+        weights = np.array([s.weight if s.weight is not None else 1.0 for s in self.sources], dtype=float)
+        return [max(1, int(round(sum(natural) * w / weights.sum()))) for w in weights]
+
+    def set_epoch(self, epoch: int) -> None:
+        rng = np.random.default_rng([self.seed, epoch])
+        plan = []  # (sort key, source index, row indices of one global batch)
+        for si, (source, n_batches) in enumerate(zip(self.sources, self._batches_per_source())):
+            n_rows = n_batches * self.global_batch
+            reps = math.ceil(n_rows / len(source.records))
+            rows = np.concatenate([rng.permutation(len(source.records)) for _ in range(reps)])[:n_rows]
+            keys = source.start + (1 - source.start) * rng.random(n_batches)
+            plan += [(k, si, rows[b * self.global_batch:(b + 1) * self.global_batch]) for b, k in enumerate(keys)]
+        plan.sort(key=lambda p: p[0])
+        self.plan = [(si, rows) for _, si, rows in plan]
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.plan) * self.world_size
+
+    def __getitem__(self, i: int) -> dict:
+        step, rank = divmod(i, self.world_size)
+        si, rows = self.plan[step]
+        source = self.sources[si]
+        mine = rows[rank * self.batch_size:(rank + 1) * self.batch_size]
+        return {"task": source.task, "records": [source.records[r] for r in mine],
+                "progress": step / max(1, len(self.plan)), "seed": (self.seed, self.epoch, step, rank)}
+
+
+class SparseCollator:
+    """Tokenises one scheduled batch into feature groups for `SparseEncoder.forward`.
+
+    triplets: query + [positive, num_negatives sampled negatives] per query (doc_mask marks padding);
+    with `negative_curriculum`, negatives come from the easy band first, then easy+medium, then all.
+    distillation: query + num_distill_docs documents with teacher scores. term_pairs: ko + en terms, padded to
+    max_term_length so that every rank's id tensors have one shape."""
+
+    def __init__(self, tokenizer, max_seq_length: int = 256, max_query_length: int = 64, max_term_length: int = 16,
+                 num_negatives: int = 4, num_distill_docs: int = 8, negative_curriculum: bool = False):
+        self.tokenizer = tokenizer
+        self.max_seq_length = max_seq_length
+        self.max_query_length = max_query_length
+        self.max_term_length = max_term_length
+        self.num_negatives = num_negatives
+        self.num_distill_docs = num_distill_docs
+        self.negative_curriculum = negative_curriculum
+
+    def _tok(self, group: str, texts: list[str], max_length: int, fixed: bool = False) -> dict:
+        enc = self.tokenizer(texts, padding="max_length" if fixed else True, truncation=True,
+                             max_length=max_length, return_tensors="pt", return_token_type_ids=False)
+        return {f"{group}_input_ids": enc["input_ids"], f"{group}_attention_mask": enc["attention_mask"]}
+
+    def _pick_negatives(self, record: dict, rng, progress: float) -> list[str]:
+        negatives = record.get("negatives") or []
+        if self.negative_curriculum and record.get("difficulty"):
+            allowed = set(DIFFICULTIES[: 1 + min(2, int(progress * 3))])
+            band = [n for n, d in zip(negatives, record["difficulty"]) if d in allowed]
+            negatives = band or negatives
+        if len(negatives) > self.num_negatives:
+            negatives = [negatives[j] for j in rng.choice(len(negatives), self.num_negatives, replace=False)]
+        return list(negatives)
+
+    def __call__(self, items: list[dict]) -> dict:
+        (item,) = items  # the schedule already forms batches
+        task, records = item["task"], item["records"]
+        rng = np.random.default_rng(list(item["seed"]))
+        if task == "term_pairs":
+            return {"task": task, **self._tok("ko", [r["ko"] for r in records], self.max_term_length, True),
+                    **self._tok("en", [r["en"] for r in records], self.max_term_length, True)}
+        if task == "triplets":
+            n = 1 + self.num_negatives
+            groups = [[r["positive"]] + self._pick_negatives(r, rng, item["progress"]) for r in records]
+            scores = None
+        else:
+            n = self.num_distill_docs
+            groups, scores = [], torch.zeros(len(records), n)
+            for b, r in enumerate(records):
+                keep = rng.choice(len(r["docs"]), min(n, len(r["docs"])), replace=False)
+                groups.append([r["docs"][j] for j in keep])
+                scores[b, : len(keep)] = torch.tensor([float(r["scores"][j]) for j in keep])
+        doc_mask = torch.tensor([[j < len(g) for j in range(n)] for g in groups])
+        docs = [g[j] if j < len(g) else "" for g in groups for j in range(n)]
+        batch = {"task": task, "doc_mask": doc_mask,
+                 **self._tok("query", [r["query"] for r in records], self.max_query_length),
+                 **self._tok("doc", docs, self.max_seq_length)}
+        if scores is not None:
+            batch["teacher_scores"] = scores
+        return batch

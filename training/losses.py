@@ -1,0 +1,236 @@
+"""Sparse retrieval losses. Each is a vectorised function of pooled [batch, vocab] vectors returning one scalar;
+`SparseLoss` combines the configured ones per task and returns a dict of named parts plus their weighted sum."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+
+# ------------------------------------------------------------------------------------------------------- ranking
+def info_nce(query: torch.Tensor, docs: torch.Tensor, doc_mask: torch.Tensor, temperature: float = 1.0):
+    """Cross-entropy of each query's positive against every document in the batch (its own hard negatives and
+    all other queries' documents). docs: [batch * n, vocab], grouped per query, positive first; doc_mask:
+    [batch, n] (False = padding)."""
+    batch, n = doc_mask.shape
+    scores = query @ docs.T / temperature
+    scores = scores.masked_fill(~doc_mask.reshape(1, batch * n), float("-inf"))
+    labels = torch.arange(batch, device=query.device) * n
+    return F.cross_entropy(scores, labels)
+
+
+def group_scores(query: torch.Tensor, docs: torch.Tensor, n: int) -> torch.Tensor:
+    """Dot products of each query with its own n documents: [batch, n]."""
+    return torch.einsum("bv,bnv->bn", query, docs.reshape(query.shape[0], n, -1))
+
+
+def margin_ranking(scores: torch.Tensor, doc_mask: torch.Tensor, margin: float = 1.0):
+    """Mean hinge max(0, margin - s(q, d+) + s(q, d-)) over each query's hard negatives (column 0 is d+)."""
+    hinge = F.relu(margin - scores[:, :1] + scores[:, 1:])
+    valid = doc_mask[:, 1:].to(hinge.dtype)
+    return (hinge * valid).sum() / valid.sum().clamp(min=1)
+
+
+def triplet_margin(anchor, positive, negative, margin: float = 0.2):
+    """Hinge on cosine similarities: cos(a, n) + margin <= cos(a, p)."""
+    return F.relu(margin - F.cosine_similarity(anchor, positive) + F.cosine_similarity(anchor, negative)).mean()
+
+
+# -------------------------------------------------------------------------------------------------- distillation
+def kl_distillation(student: torch.Tensor, teacher: torch.Tensor, doc_mask: torch.Tensor, temperature: float = 1.0):
+    """KL(teacher || student) between softmax distributions over each query's documents, batch mean."""
+    student = (student / temperature).masked_fill(~doc_mask, float("-inf"))
+    teacher = (teacher / temperature).masked_fill(~doc_mask, float("-inf"))
+    log_p_teacher = F.log_softmax(teacher, dim=-1)
+    log_p_student = F.log_softmax(student, dim=-1)
+    kl = torch.where(doc_mask, log_p_teacher.exp() * (log_p_teacher - log_p_student), torch.zeros_like(student))
+    return kl.sum(-1).mean()
+
+
+def margin_mse(student: torch.Tensor, teacher: torch.Tensor, doc_mask: torch.Tensor):
+    """MSE between student and teacher margins s(q, d_top) - s(q, d), d_top = the teacher's best document."""
+    top = teacher.masked_fill(~doc_mask, float("-inf")).argmax(-1, keepdim=True)
+    s_margin = student.gather(1, top) - student
+    t_margin = teacher.gather(1, top) - teacher
+    valid = doc_mask & (torch.arange(student.shape[1], device=student.device) != top)
+    diff = (s_margin - t_margin).pow(2) * valid
+    return diff.sum() / valid.sum().clamp(min=1)
+
+
+# ------------------------------------------------------------------------------------------------ regularisers
+def flops(reps: torch.Tensor, token_weights: Optional[torch.Tensor] = None):
+    """FLOPS regulariser: sum over the vocabulary of the squared mean activation (optionally weighted per token)."""
+    mean_sq = reps.mean(0).pow(2)
+    return (mean_sq * token_weights).sum() if token_weights is not None else mean_sq.sum()
+
+
+def l1(reps: torch.Tensor):
+    """Mean L1 norm of the vectors."""
+    return reps.sum(-1).mean()
+
+
+def masked_mass(reps: torch.Tensor, token_mask: torch.Tensor):
+    """Mean total weight each vector puts on the tokens in token_mask (non-target scripts, stopwords)."""
+    return (reps @ token_mask.to(reps.dtype)).mean()
+
+
+# ------------------------------------------------------------------------------------------------- term level
+def bag_of_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab_size: int, keep: torch.Tensor):
+    """[batch, vocab] 0/1 indicator of the tokens each text contains, restricted to `keep` ids (no specials)."""
+    bag = torch.zeros(input_ids.shape[0], vocab_size, device=input_ids.device)
+    bag.scatter_(1, input_ids, attention_mask.to(bag.dtype))
+    return bag.clamp_(max=1.0) * keep
+
+
+def target_activation(reps: torch.Tensor, targets: torch.Tensor, target: float = 1.0):
+    """Mean hinge max(0, target - w_t) over the target tokens t of each row (targets: [batch, vocab] 0/1)."""
+    hinge = F.relu(target - reps) * targets
+    return hinge.sum() / targets.sum().clamp(min=1)
+
+
+def translation_margin(reps: torch.Tensor, targets: torch.Tensor, margin: float = 1.0):
+    """In-batch ranking of translations: a Korean term's mean weight on its own English tokens must beat its
+    mean weight on every other pair's English tokens by `margin`."""
+    scores = reps @ (targets / targets.sum(-1, keepdim=True).clamp(min=1)).T
+    hinge = F.relu(margin - scores.diagonal().unsqueeze(1) + scores)
+    off_diagonal = ~torch.eye(scores.shape[0], dtype=torch.bool, device=reps.device)
+    return (hinge * off_diagonal).sum() / off_diagonal.sum().clamp(min=1)
+
+
+def cross_lingual_alignment(ko: torch.Tensor, en: torch.Tensor):
+    """1 - cosine between the sparse vectors of a Korean text and its English counterpart."""
+    return (1 - F.cosine_similarity(ko, en)).mean()
+
+
+# ------------------------------------------------------------------------------------------------- combination
+@dataclass
+class LossWeights:
+    """Weights and hyper-parameters of every loss; 0 switches a loss off. Field names are the config keys."""
+
+    ranking_loss: str = "info_nce"  # info_nce | margin | none
+    ranking_weight: float = 1.0
+    ranking_temperature: float = 1.0
+    ranking_margin: float = 1.0
+    distillation_loss: str = "kl"  # kl | margin_mse | none
+    distillation_weight: float = 1.0
+    distillation_temperature: float = 1.0
+    flops_query_weight: float = 5e-4
+    flops_doc_weight: float = 3e-4
+    flops_warmup_steps: int = 0
+    flops_idf_weighting: bool = False
+    l1_query_weight: float = 0.0
+    l1_doc_weight: float = 0.0
+    triplet_margin_weight: float = 0.0
+    triplet_margin: float = 0.2
+    preservation_weight: float = 0.0
+    activation_weight: float = 0.0
+    activation_target: float = 1.0
+    translation_margin_weight: float = 0.0
+    translation_margin: float = 1.0
+    alignment_weight: float = 0.0
+    non_target_weight: float = 0.0
+    stopword_weight: float = 0.0
+
+    def __post_init__(self):
+        if self.ranking_loss not in ("info_nce", "margin", "none"):
+            raise ValueError(f"ranking_loss must be info_nce, margin or none, got {self.ranking_loss!r}")
+        if self.distillation_loss not in ("kl", "margin_mse", "none"):
+            raise ValueError(f"distillation_loss must be kl, margin_mse or none, got {self.distillation_loss!r}")
+
+
+def flops_warmup_scale(step: int, warmup_steps: int) -> float:
+    """SPLADE's quadratic warm-up of the regulariser weight: (step / warmup)^2, then 1."""
+    if warmup_steps <= 0:
+        return 1.0
+    return min(1.0, (step / warmup_steps) ** 2)
+
+
+class SparseLoss:
+    """The combined objective. `__call__(task, reps, batch)` -> {"loss": total, "<part>": weighted-free value}.
+
+    Token sets (non-target scripts, stopwords, per-token FLOPS weights) are [vocab] tensors fixed at build time."""
+
+    TASKS = ("triplets", "distillation", "term_pairs")
+
+    def __init__(self, weights: LossWeights, vocab_size: int, keep_mask: torch.Tensor,
+                 non_target_mask: Optional[torch.Tensor] = None, stopword_mask: Optional[torch.Tensor] = None,
+                 flops_token_weights: Optional[torch.Tensor] = None):
+        self.w = weights
+        self.vocab_size = vocab_size
+        self.keep_mask = keep_mask.float()
+        self.non_target_mask = non_target_mask
+        self.stopword_mask = stopword_mask
+        self.flops_token_weights = flops_token_weights
+        self.regularizer_scale = flops_warmup_scale(0, weights.flops_warmup_steps)
+
+    def _to(self, t: Optional[torch.Tensor], device):
+        return None if t is None else t.to(device)
+
+    def _regularisers(self, group: str, reps: torch.Tensor, parts: dict, terms: list):
+        w = self.w
+        flops_weight = w.flops_query_weight if group == "query" else w.flops_doc_weight
+        l1_weight = w.l1_query_weight if group == "query" else w.l1_doc_weight
+        if flops_weight:
+            parts[f"flops_{group}"] = flops(reps, self._to(self.flops_token_weights, reps.device))
+            terms.append(flops_weight * self.regularizer_scale * parts[f"flops_{group}"])
+        if l1_weight:
+            parts[f"l1_{group}"] = l1(reps)
+            terms.append(l1_weight * self.regularizer_scale * parts[f"l1_{group}"])
+        if w.non_target_weight and self.non_target_mask is not None:
+            parts[f"non_target_{group}"] = masked_mass(reps, self._to(self.non_target_mask, reps.device))
+            terms.append(w.non_target_weight * parts[f"non_target_{group}"])
+        if w.stopword_weight and self.stopword_mask is not None:
+            parts[f"stopword_{group}"] = masked_mass(reps, self._to(self.stopword_mask, reps.device))
+            terms.append(w.stopword_weight * parts[f"stopword_{group}"])
+
+    def __call__(self, task: str, reps: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+        w, parts, terms = self.w, {}, []
+        if task in ("triplets", "distillation"):
+            query, docs, doc_mask = reps["query"], reps["doc"], batch["doc_mask"]
+            n = doc_mask.shape[1]
+            scores = group_scores(query, docs, n)
+            if task == "triplets" and w.ranking_loss != "none" and w.ranking_weight:
+                if w.ranking_loss == "info_nce":
+                    parts["info_nce"] = info_nce(query, docs, doc_mask, w.ranking_temperature)
+                else:
+                    parts["margin_ranking"] = margin_ranking(scores, doc_mask, w.ranking_margin)
+                terms.append(w.ranking_weight * next(reversed(parts.values())))
+            if task == "triplets" and w.triplet_margin_weight and n > 1:
+                grouped = docs.reshape(query.shape[0], n, -1)
+                parts["triplet_margin"] = triplet_margin(query, grouped[:, 0], grouped[:, 1])
+                terms.append(w.triplet_margin_weight * parts["triplet_margin"])
+            if task == "distillation" and w.distillation_loss != "none" and w.distillation_weight:
+                teacher = batch["teacher_scores"].to(scores.dtype)
+                if w.distillation_loss == "kl":
+                    parts["kl"] = kl_distillation(scores, teacher, doc_mask, w.distillation_temperature)
+                else:
+                    parts["margin_mse"] = margin_mse(scores, teacher, doc_mask)
+                terms.append(w.distillation_weight * next(reversed(parts.values())))
+            self._regularisers("query", query, parts, terms)
+            self._regularisers("doc", docs[doc_mask.reshape(-1)], parts, terms)
+        elif task == "term_pairs":
+            ko, en = reps["ko"], reps["en"]
+            keep = self._to(self.keep_mask, ko.device)
+            if w.preservation_weight:
+                own = bag_of_ids(batch["ko_input_ids"], batch["ko_attention_mask"], self.vocab_size, keep)
+                parts["preservation"] = target_activation(ko, own, w.activation_target)
+                terms.append(w.preservation_weight * parts["preservation"])
+            en_targets = bag_of_ids(batch["en_input_ids"], batch["en_attention_mask"], self.vocab_size, keep)
+            if w.activation_weight:
+                parts["en_activation"] = target_activation(ko, en_targets, w.activation_target)
+                terms.append(w.activation_weight * parts["en_activation"])
+            if w.translation_margin_weight and ko.shape[0] > 1:
+                parts["translation_margin"] = translation_margin(ko, en_targets, w.translation_margin)
+                terms.append(w.translation_margin_weight * parts["translation_margin"])
+            if w.alignment_weight:
+                parts["alignment"] = cross_lingual_alignment(ko, en)
+                terms.append(w.alignment_weight * parts["alignment"])
+            self._regularisers("doc", torch.cat([ko, en]), parts, terms)
+        else:
+            raise ValueError(f"unknown task {task!r}; expected one of {self.TASKS}")
+        if not terms:
+            raise ValueError(f"no loss is switched on for task {task!r}: check the loss weights in the config")
+        parts["loss"] = torch.stack(terms).sum()
+        return parts

@@ -1,0 +1,151 @@
+"""SparseTrainer: a `transformers.Trainer` that overrides only what sparse training needs: the combined loss,
+the multi-task batch schedule, logging of loss parts and sparsity, saving the sparse model, and retrieval
+evaluation through a plain callable (so `training` never imports `eval`)."""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, SequentialSampler
+from transformers import AutoModelForMaskedLM, Trainer, TrainerCallback
+
+from .data import BatchSchedule
+from .encoder import IDF_NAME, SparseEncoder, load_idf
+from .losses import SparseLoss, flops_warmup_scale
+
+LORA_STATE_NAME = "lora_state.pt"
+
+
+def gather_across_ranks(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor from every rank along dim 0, differentiably (the backward sums the gradients back)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    if not t.is_floating_point():
+        parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts)
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(t.contiguous()))
+
+
+class RegularizerWarmup(TrainerCallback):
+    """Quadratic warm-up of the FLOPS / L1 weights (SPLADE): a function of the global step, so resuming restores it."""
+
+    def __init__(self, loss: SparseLoss):
+        self.loss = loss
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.loss.regularizer_scale = flops_warmup_scale(state.global_step, self.loss.w.flops_warmup_steps)
+
+
+class SparseTrainer(Trainer):
+    # Our losses are batch means: the Trainer must divide by gradient-accumulation steps itself.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, loss: SparseLoss, evaluator: Optional[Callable[[SparseEncoder], dict]] = None,
+                 idf_learning_rate: Optional[float] = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.loss = loss
+        self.evaluator = evaluator
+        self.idf_learning_rate = idf_learning_rate
+        self.model_accepts_loss_kwargs = False
+        self._parts = defaultdict(float)
+        self._parts_count = defaultdict(int)
+        self.add_callback(RegularizerWarmup(loss))
+
+    # -------------------------------------------------------------------------------------------------- data
+    def get_train_dataloader(self) -> DataLoader:
+        """The schedule already forms per-device batches in rank order; accelerate hands item i to rank i % N."""
+        schedule = self.train_dataset
+        if not isinstance(schedule, BatchSchedule):
+            raise TypeError("SparseTrainer trains on a training.data.BatchSchedule")
+        loader = DataLoader(schedule, batch_size=1, sampler=SequentialSampler(schedule),
+                            collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
+                            pin_memory=self.args.dataloader_pin_memory)
+        return self.accelerator.prepare(loader)
+
+    # -------------------------------------------------------------------------------------------------- loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        task = inputs.pop("task")
+        features = {k: v for k, v in inputs.items() if k.endswith(("_input_ids", "_attention_mask"))}
+        reps = model(**features)
+        # Every rank computes the loss of the global batch: identical to one process with the whole batch.
+        reps = {g: gather_across_ranks(r) for g, r in reps.items()}
+        batch = {k: gather_across_ranks(v) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        parts = self.loss(task, reps, batch)
+        if model.training:
+            for name, value in parts.items():
+                if name != "loss":
+                    self._parts[name] += value.item()
+                    self._parts_count[name] += 1
+            for group, r in reps.items():
+                self._parts[f"active_{group}"] += (r > 0).sum(-1).float().mean().item()
+                self._parts_count[f"active_{group}"] += 1
+        loss = parts["loss"]
+        return (loss, {"reps": reps}) if return_outputs else loss
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        if "loss" in logs and self._parts:
+            logs.update({k: round(v / self._parts_count[k], 6) for k, v in self._parts.items()})
+            logs["regularizer_scale"] = self.loss.regularizer_scale
+            self._parts.clear()
+            self._parts_count.clear()
+        super().log(logs, *args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        """A separate learning rate for the trainable IDF of doc-only models."""
+        model = model if model is not None else self.model
+        idf = getattr(self.accelerator.unwrap_model(model), "idf", None)
+        if self.optimizer is None and isinstance(idf, torch.nn.Parameter) and self.idf_learning_rate is not None:
+            others = [p for n, p in model.named_parameters() if p.requires_grad and p is not idf]
+            optim_cls, optim_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+            self.optimizer = optim_cls([
+                {"params": others, "weight_decay": self.args.weight_decay},
+                {"params": [idf], "lr": self.idf_learning_rate, "weight_decay": 0.0},
+            ], **optim_kwargs)
+            return self.optimizer
+        return super().create_optimizer(model)
+
+    # ------------------------------------------------------------------------------------------------ evaluate
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
+        """Retrieval metrics from the evaluator callable (e.g. nDCG@10 on a small benchmark), logged with the
+        `eval_` prefix so `metric_for_best_model: ndcg@10` keeps the best checkpoint."""
+        if self.evaluator is None:
+            raise ValueError("evaluation needs a retrieval benchmark: set eval_benchmark in the config")
+        model = self.accelerator.unwrap_model(self.model)
+        metrics = {f"{metric_key_prefix}_{k}": float(v) for k, v in self.evaluator(model).items()}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    # ------------------------------------------------------------------------------------------------ saving
+    def _save(self, output_dir: Optional[str] = None, state_dict=None) -> None:
+        """A checkpoint is a loadable sparse model dir (HF MLM + tokenizer + sparse config + idf)."""
+        output_dir = output_dir or self.args.output_dir
+        if not self.args.should_save:
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        model.save_pretrained(output_dir)
+        if hasattr(model.mlm, "merge_and_unload"):  # LoRA: keep adapter state to resume exactly
+            torch.save(model.state_dict(), os.path.join(output_dir, LORA_STATE_NAME))
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        model = self.accelerator.unwrap_model(model if model is not None else self.model)
+        lora_state = os.path.join(resume_from_checkpoint, LORA_STATE_NAME)
+        if os.path.isfile(lora_state):
+            model.load_state_dict(torch.load(lora_state, map_location="cpu"))
+            return
+        saved = AutoModelForMaskedLM.from_pretrained(resume_from_checkpoint)
+        model.mlm.load_state_dict(saved.state_dict())
+        idf_file = os.path.join(resume_from_checkpoint, IDF_NAME)
+        if model.idf is not None and os.path.isfile(idf_file):
+            with torch.no_grad():
+                model.idf.copy_(load_idf(idf_file, model.tokenizer, model.vocab_size, model.config.default_idf))
+
+    def _load_best_model(self) -> None:
+        self._load_from_checkpoint(self.state.best_model_checkpoint)
