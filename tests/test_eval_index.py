@@ -1,0 +1,121 @@
+"""SparseIndex against brute-force dense dot products; OpenSearch pruning and FeatureField rounding by hand."""
+import struct
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from eval.index import SparseIndex, feature_field_round, prune, top_k
+
+
+def _random_sparse(rng, n, vocab, density):
+    m = sp.random(n, vocab, density=density, random_state=rng, format="csr", dtype=np.float32)
+    m.data = np.ceil(m.data * 16) / 8  # multiples of 1/8: sums are exact, so ties are exact too
+    return m
+
+
+@pytest.mark.parametrize("opensearch", [False, True])
+def test_search_equals_brute_force(opensearch):
+    rng = np.random.default_rng(0)
+    docs = _random_sparse(rng, 300, 500, 0.03)
+    docs = sp.vstack([docs, docs[:20]], format="csr")  # duplicates: exact ties, lower index must win
+    queries = _random_sparse(rng, 57, 500, 0.05)
+    index = SparseIndex(docs, opensearch=opensearch)
+    dense_docs = docs.toarray()
+    if opensearch:
+        dense_docs = feature_field_round(dense_docs)
+    brute = queries.toarray().astype(np.float64) @ dense_docs.T.astype(np.float64)
+    expected = np.argsort(-brute, axis=1, kind="stable")[:, :25]
+    indices, scores = index.search(queries, k=25, batch_size=10)  # several batches
+    np.testing.assert_array_equal(indices, expected)
+    np.testing.assert_allclose(scores, np.take_along_axis(brute, expected, axis=1), rtol=1e-6)
+    np.testing.assert_allclose(index.scores(queries), brute, rtol=1e-6)
+
+
+def test_top_k_ties_and_short_rows():
+    block = np.array([[1, 3, 3, 2, 3], [0, 0, 0, 0, 0]], dtype=np.float32)
+    cols, vals = top_k(block, 2)
+    np.testing.assert_array_equal(cols, [[1, 2], [0, 1]])
+    np.testing.assert_array_equal(vals, [[3, 3], [0, 0]])
+    index = SparseIndex(sp.csr_matrix(np.eye(3, dtype=np.float32)))
+    cols, _ = index.search(sp.csr_matrix(np.ones((1, 3), dtype=np.float32)), k=10)
+    np.testing.assert_array_equal(cols, [[0, 1, 2]])  # k capped at the corpus size
+    with pytest.raises(ValueError, match="columns"):
+        index.search(sp.csr_matrix(np.ones((1, 4), dtype=np.float32)))
+
+
+def _java_feature_field(v: float) -> float:
+    """Float.intBitsToFloat((Float.floatToIntBits(v) >>> 15) << 15), written with struct."""
+    bits = struct.unpack(">I", struct.pack(">f", v))[0]
+    return struct.unpack(">f", struct.pack(">I", (bits >> 15) << 15))[0]
+
+
+def test_feature_field_rounding():
+    values = np.array([0.1, 1.0, 3.14159, 2.5e-3, 123.456, 7.0], dtype=np.float32)
+    got = feature_field_round(values)
+    assert got.dtype == np.float32
+    assert got.tolist() == [_java_feature_field(float(v)) for v in values]
+    assert got[0] == 0.099853515625 and got[1] == 1.0 and got[5] == 7.0
+    assert np.all(got <= values) and np.all(got > values * (1 - 2 ** -8))  # truncation, 9 significant bits
+
+
+ROW = [0.1, 0.5, 1.0, 0.3, 0.1]  # token ids 0..4
+
+
+def _pruned(prune_type, ratio, rows=(ROW,)):
+    m = prune(sp.csr_matrix(np.array(rows, dtype=np.float32)), prune_type, ratio)
+    return [dict(zip(m[i].indices.tolist(), np.round(m[i].data.astype(np.float64), 6).tolist())) for i in range(m.shape[0])]
+
+
+def test_prune_modes_hand_computed():
+    assert _pruned("max_ratio", 0.3) == [{1: 0.5, 2: 1.0, 3: 0.3}]  # w / max >= ratio, 0.3 itself kept
+    assert _pruned("max_ratio", 0.6) == [{2: 1.0}]
+    assert _pruned("abs_value", 0.3) == [{1: 0.5, 2: 1.0, 3: 0.3}]  # w >= ratio
+    assert _pruned("abs_value", 0.11) == [{1: 0.5, 2: 1.0, 3: 0.3}]
+    assert _pruned("top_k", 2) == [{1: 0.5, 2: 1.0}]
+    assert _pruned("top_k", 4) == [{0: 0.1, 1: 0.5, 2: 1.0, 3: 0.3}]  # tie at 0.1: lower token id kept
+    assert _pruned("top_k", 10) == [{0: 0.1, 1: 0.5, 2: 1.0, 3: 0.3, 4: 0.1}]
+    # alpha_mass: sorted 1.0, 0.5, 0.3, 0.1, 0.1 (sum 2.0); running shares 0.5, 0.75, 0.9 -> crossing entry kept
+    assert _pruned("alpha_mass", 0.8) == [{1: 0.5, 2: 1.0, 3: 0.3}]
+    assert _pruned("alpha_mass", 0.5) == [{2: 1.0}]
+    assert _pruned("alpha_mass", 0.76) == [{1: 0.5, 2: 1.0, 3: 0.3}]
+    assert _pruned("none", 0) == [dict(zip(range(5), ROW))]
+
+
+def test_prune_rows_are_independent():
+    rows = [ROW, [0, 0, 0, 0, 0], [0, 0, 0, 2.0, 0], [0.4, 0.4, 0, 0, 0.2]]
+    assert _pruned("alpha_mass", 0.7, rows) == [{1: 0.5, 2: 1.0}, {}, {3: 2.0}, {0: 0.4, 1: 0.4}]
+    assert _pruned("max_ratio", 0.5, rows) == [{1: 0.5, 2: 1.0}, {}, {3: 2.0}, {0: 0.4, 1: 0.4, 4: 0.2}]
+    assert _pruned("top_k", 1, rows) == [{2: 1.0}, {}, {3: 2.0}, {0: 0.4}]
+
+
+def test_prune_alpha_mass_matches_loop_on_random_rows():
+    rng = np.random.default_rng(3)
+    m = sp.random(200, 300, density=0.1, random_state=rng, format="csr", dtype=np.float32)
+    got = prune(m, "alpha_mass", 0.6)
+    for i in range(m.shape[0]):
+        row = sorted(zip(m[i].data.tolist(), m[i].indices.tolist()), key=lambda t: (-t[0], t[1]))
+        total, running, kept = np.float32(sum(v for v, _ in row)), np.float32(0), set()
+        for v, j in row:
+            running = np.float32(running + np.float32(v))
+            kept.add(j)
+            if np.float32(running / total) >= np.float32(0.6):
+                break
+        assert set(got[i].indices.tolist()) == kept
+
+
+def test_prune_rejects_invalid_ratios():
+    m = sp.csr_matrix(np.array([ROW], dtype=np.float32))
+    for prune_type, ratio in [("top_k", 2.5), ("top_k", 0), ("max_ratio", 1.0), ("alpha_mass", 0),
+                              ("abs_value", -1), ("bogus", 1)]:
+        with pytest.raises(ValueError):
+            prune(m, prune_type, ratio)
+    with pytest.raises(ValueError, match="positive"):
+        prune(sp.csr_matrix(np.array([[-1.0, 2.0]], dtype=np.float32)), "top_k", 1)
+
+
+def test_index_applies_pruning_before_rounding():
+    docs = sp.csr_matrix(np.array([ROW], dtype=np.float32))
+    index = SparseIndex(docs, opensearch=True, prune_type="top_k", prune_ratio=2)
+    assert index.documents.indices.tolist() == [1, 2]
+    assert index.documents.data.tolist() == [_java_feature_field(0.5), 1.0]
