@@ -4,12 +4,15 @@ morphemes (what OpenSearch's nori analyser does), or over character bigrams (no 
 Lives in `builders` because mining needs it and `builders` imports nothing of ours; `eval` reuses it."""
 from __future__ import annotations
 
+import logging
 import re
 import unicodedata
 from typing import Iterable, Sequence
 
 import bm25s
 import numpy as np
+
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # bm25s sets DEBUG on import: one line per index built
 
 ANALYZERS = ("mecab", "bigram")
 _PUNCT = re.compile(r"^[\W_]+$")
@@ -74,6 +77,9 @@ class KoreanBM25:
         scores = np.zeros((len(queries), k), dtype=np.float32)
         for i, terms in enumerate(self.analyzer.batch(queries)):
             row = self.retriever.get_scores(terms) if terms else np.zeros(self.num_docs, dtype=np.float32)
-            top = np.lexsort((np.arange(self.num_docs), -row))[:k]
+            # Only documents scoring at least the k-th best can be in the top k: sort those (exact, ties included).
+            kth = np.partition(row, self.num_docs - k)[self.num_docs - k] if k else 0.0
+            cand = np.flatnonzero(row >= kth)
+            top = cand[np.lexsort((cand, -row[cand]))][:k]
             indices[i], scores[i] = top, row[top]
         return indices, scores
