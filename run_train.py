@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 import torch
 import torch.distributed as dist
 import yaml
-from transformers.trainer_utils import get_last_checkpoint
 
 from training.arguments import ConfigError, parse_config
 from training.data import BatchSchedule, DataError, SparseCollator, load_sources
@@ -22,6 +22,7 @@ from training.trainer import SparseTrainer
 from training.vocab import token_scripts
 
 logger = logging.getLogger("run_train")
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
 def build_loss(model: SparseEncoder, loss_args, data_args) -> SparseLoss:
@@ -44,12 +45,28 @@ def build_loss(model: SparseEncoder, loss_args, data_args) -> SparseLoss:
                       stopword_mask=stopwords, flops_token_weights=flops_weights)
 
 
-def main(argv=None) -> dict:
+def last_complete_checkpoint(output_dir: str):
+    """The newest checkpoint whose save finished (trainer_state.json is written last): a run killed mid-save
+    resumes from the one before."""
+    if not os.path.isdir(output_dir):
+        return None
+    steps = sorted((int(m.group(1)), d) for d in os.listdir(output_dir) if (m := _CHECKPOINT.fullmatch(d)))
+    for _, d in reversed(steps):
+        if os.path.isfile(os.path.join(output_dir, d, "trainer_state.json")):
+            return os.path.join(output_dir, d)
+    return None
+
+
+def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
+    """Parse the config, load and validate the data, build model, loss and trainer (no training yet)."""
     defaults = {} if torch.cuda.is_available() else {"use_cpu": True}  # without it CPU ranks never sync (DESIGN.md)
     try:
         model_args, data_args, loss_args, training_args, resolved = parse_config(argv, defaults)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
+    if training_args.ddp_find_unused_parameters is None:
+        # Only a trainable IDF can sit out a step (term-pair batches have no queries).
+        training_args.ddp_find_unused_parameters = model_args.trainable_idf
     logging.basicConfig(level=logging.INFO if training_args.process_index == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -87,10 +104,15 @@ def main(argv=None) -> dict:
         os.makedirs(training_args.output_dir, exist_ok=True)
         with open(os.path.join(training_args.output_dir, "train_config.yaml"), "w", encoding="utf-8") as fh:
             yaml.safe_dump(resolved, fh, allow_unicode=True, sort_keys=False)
+    return trainer, resolved
 
+
+def main(argv=None) -> dict:
+    trainer, _ = build_trainer(argv)
+    training_args, evaluator = trainer.args, trainer.evaluator
     resume = training_args.resume_from_checkpoint
     if resume in ("auto", "last", "true", "True"):
-        resume = get_last_checkpoint(training_args.output_dir)
+        resume = last_complete_checkpoint(training_args.output_dir)
         logger.info("resuming from %s", resume or "scratch (no checkpoint found)")
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)

@@ -49,7 +49,7 @@ def build_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny_model(out_dir, seed: int = 0, hidden: int = 32, layers: int = 2) -> Path:
+def build_tiny_model(out_dir, seed: int = 0, hidden: int = 32, layers: int = 2, dropout: float = 0.1) -> Path:
     """Write a tokenizer + random BertForMaskedLM to out_dir and return it."""
     import torch
 
@@ -59,6 +59,7 @@ def build_tiny_model(out_dir, seed: int = 0, hidden: int = 32, layers: int = 2) 
     config = BertConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
         intermediate_size=2 * hidden, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id,
+        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout,
     )
     model = BertForMaskedLM(config)
     model.save_pretrained(out_dir)

@@ -3,6 +3,7 @@ with `--key value` overrides. Argument names follow the HF examples where one ex
 from __future__ import annotations
 
 import dataclasses
+import enum
 import difflib
 import sys
 from dataclasses import dataclass, field
@@ -68,7 +69,7 @@ def _known_keys() -> dict[str, type]:
 def parse_config(argv: Optional[list[str]] = None, defaults: Optional[dict] = None):
     """`[CONFIG.yaml] [--key value ...]` -> (ModelArguments, DataArguments, LossWeights, TrainingArguments, resolved).
 
-    `resolved` is the flat dict of every setting that differs from its default, written next to the outputs."""
+    `resolved` is the flat dict of every setting the config or the command line gave, written next to the outputs."""
     argv = list(sys.argv[1:] if argv is None else argv)
     values = dict(defaults or {})
     known = _known_keys()
@@ -97,11 +98,11 @@ def parse_config(argv: Optional[list[str]] = None, defaults: Optional[dict] = No
     model_args, data_args, loss_args, training_args = parsed
     if not model_args.model_name_or_path:
         raise ConfigError("model_name_or_path is required")
-    resolved = {}
-    for obj in parsed:
-        baseline = type(obj)(output_dir=obj.output_dir) if isinstance(obj, TrainingArguments) else type(obj)()
+    resolved = {"output_dir": training_args.output_dir}
+    given = values | _cli_keys(argv)
+    for obj in parsed:  # (never instantiate a second TrainingArguments: it would reset the distributed state)
         for f in dataclasses.fields(obj):
-            if f.init and getattr(obj, f.name) != getattr(baseline, f.name) and f.name in values | _cli_keys(argv):
+            if f.init and f.name in given:
                 resolved[f.name] = _plain(getattr(obj, f.name))
     return model_args, data_args, loss_args, training_args, resolved
 
@@ -112,7 +113,7 @@ def _cli_keys(argv: list[str]) -> dict:
 
 def _plain(value):
     """A YAML-friendly value (enums to their value)."""
-    if hasattr(value, "value") and not isinstance(value, (int, float, str)):
+    if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]

@@ -203,7 +203,8 @@ class BatchSchedule(Dataset):
         source = self.sources[si]
         mine = rows[rank * self.batch_size:(rank + 1) * self.batch_size]
         return {"task": source.task, "records": [source.records[r] for r in mine],
-                "progress": step / max(1, len(self.plan)), "seed": (self.seed, self.epoch, step, rank)}
+                "progress": step / max(1, len(self.plan)), "seed": (self.seed, self.epoch, step),
+                "offset": rank * self.batch_size}
 
 
 class SparseCollator:
@@ -242,19 +243,21 @@ class SparseCollator:
     def __call__(self, items: list[dict]) -> dict:
         (item,) = items  # the schedule already forms batches
         task, records = item["task"], item["records"]
-        rng = np.random.default_rng(list(item["seed"]))
+        # One generator per record, keyed by its place in the global batch: sampling is the same whatever the
+        # number of ranks the batch is split over.
+        rngs = [np.random.default_rng([*item["seed"], item["offset"] + b]) for b in range(len(records))]
         if task == "term_pairs":
             return {"task": task, **self._tok("ko", [r["ko"] for r in records], self.max_term_length, True),
                     **self._tok("en", [r["en"] for r in records], self.max_term_length, True)}
         if task == "triplets":
             n = 1 + self.num_negatives
-            groups = [[r["positive"]] + self._pick_negatives(r, rng, item["progress"]) for r in records]
+            groups = [[r["positive"]] + self._pick_negatives(r, rng, item["progress"]) for r, rng in zip(records, rngs)]
             scores = None
         else:
             n = self.num_distill_docs
             groups, scores = [], torch.zeros(len(records), n)
             for b, r in enumerate(records):
-                keep = rng.choice(len(r["docs"]), min(n, len(r["docs"])), replace=False)
+                keep = rngs[b].choice(len(r["docs"]), min(n, len(r["docs"])), replace=False)
                 groups.append([r["docs"][j] for j in keep])
                 scores[b, : len(keep)] = torch.tensor([float(r["scores"][j]) for j in keep])
         doc_mask = torch.tensor([[j < len(g) for j in range(n)] for g in groups])

@@ -1,0 +1,123 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from training import SparseEncoder, prune
+from training.pooling import splade_max_pool, splade_max_pool_reference
+from training.vocab import piece_script, token_scripts
+
+
+def test_max_first_pooling_equals_textbook_values_and_gradients():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 7, 50, dtype=torch.float64)
+    mask = torch.tensor([[1] * 7, [1] * 3 + [0] * 4, [1] * 5 + [0] * 2, [1] + [0] * 6])
+    a = logits.clone().requires_grad_(True)
+    b = logits.clone().requires_grad_(True)
+    fast, ref = splade_max_pool(a, mask), splade_max_pool_reference(b, mask)
+    assert torch.allclose(fast, ref, atol=1e-6)
+    upstream = torch.randn_like(fast)
+    (fast * upstream).sum().backward()
+    (ref * upstream).sum().backward()
+    assert torch.allclose(a.grad, b.grad, atol=1e-10)
+    # padding positions never receive gradient
+    assert a.grad[1, 3:].abs().sum() == 0
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    return SparseEncoder.from_pretrained(tiny_model_dir, allowed_scripts=["hangul", "latin"]).eval()
+
+
+TEXTS = ["머신러닝 추천 시스템", "Seoul is the capital of South Korea.", "검색 엔진 search engine 東京 123"]
+
+
+def test_vocabulary_mask_gives_exact_zeros(model):
+    scripts = token_scripts(model.tokenizer)
+    banned = torch.from_numpy(~np.isin(scripts, ["hangul", "latin"]))
+    batch = model.tokenize(TEXTS)
+    with torch.no_grad():
+        out = model.encode_documents(batch["input_ids"], batch["attention_mask"])
+    assert banned.any() and (out[:, banned] == 0).all()
+    assert (out[:, model.tokenizer.all_special_ids] == 0).all()
+    assert (out[:, ~banned] > 0).any()
+
+
+def test_piece_scripts():
+    assert [piece_script(p) for p in ["▁머신", "##ing", "123", "東京", "Ġhello", "."]] == \
+        ["hangul", "latin", "common", "other", "latin", "common"]
+
+
+def test_encode_matches_forward_and_keeps_order(model):
+    emb = model.encode(TEXTS, batch_size=2)
+    batch = model.tokenize(TEXTS)
+    with torch.no_grad():
+        dense = model.encode_documents(batch["input_ids"], batch["attention_mask"]).numpy()
+    assert emb.matrix.shape == dense.shape and emb.matrix.dtype == np.float32
+    assert np.allclose(emb.matrix.toarray(), dense, atol=1e-5)
+    dicts = emb.to_dicts()
+    vocab = model.tokenizer.get_vocab()
+    for row, d in zip(dense, dicts):
+        assert len(d) == int((row > 0).sum())
+        token, weight = max(d.items(), key=lambda kv: kv[1])
+        assert weight == pytest.approx(row.max(), rel=1e-6) and row[vocab[token]] == pytest.approx(weight, rel=1e-6)
+    top = emb.decode(3)
+    assert len(top[0]) == 3 and top[0][0][1] >= top[0][1][1] >= top[0][2][1]
+
+
+def test_pruning_top_k_and_threshold():
+    w = torch.tensor([[0.125, 0.5, 0.25, 0.0, 0.75]])
+    assert prune(w, top_k=2).tolist() == [[0.0, 0.5, 0.0, 0.0, 0.75]]
+    assert prune(w, threshold=0.25).tolist() == [[0.0, 0.5, 0.25, 0.0, 0.75]]
+    assert prune(w, top_k=1, threshold=0.8).tolist() == [[0.0, 0.0, 0.0, 0.0, 0.0]]
+
+
+def test_encode_prunes_to_top_k(model):
+    emb = model.encode(TEXTS, top_k=5)
+    assert (emb.num_active() == 5).all()
+
+
+def test_save_load_round_trip(model, tmp_path):
+    model.save_pretrained(tmp_path / "m")
+    loaded = SparseEncoder.from_pretrained(tmp_path / "m").eval()
+    assert loaded.config == model.config
+    a, b = model.encode(TEXTS).matrix.toarray(), loaded.encode(TEXTS).matrix.toarray()
+    assert np.abs(a - b).max() <= 1e-6
+
+
+def test_doc_only_queries_are_idf_weighted_bags(tiny_model_dir, tmp_path):
+    tok_model = SparseEncoder.from_pretrained(tiny_model_dir, mode="doc_only")
+    vocab = tok_model.tokenizer.get_vocab()
+    (tmp_path / "idf.json").write_text(json.dumps({"추천": 3.5, "머신러닝": 2.0}), encoding="utf-8")
+    model = SparseEncoder.from_pretrained(tiny_model_dir, mode="doc_only", idf_file=str(tmp_path / "idf.json"))
+    q = model.encode(["추천 추천 머신러닝 seoul"], is_query=True).to_dicts()[0]
+    expected = {"추천": 3.5, "머신러닝": 2.0, "seoul": 1.0}  # missing tokens get default_idf, repeats count once
+    assert q == pytest.approx(expected) and "seoul" in vocab
+    model.save_pretrained(tmp_path / "saved")
+    saved = json.loads((tmp_path / "saved" / "idf.json").read_text(encoding="utf-8"))
+    assert saved["추천"] == 3.5 and saved["seoul"] == 1.0
+    reloaded = SparseEncoder.from_pretrained(tmp_path / "saved")
+    assert reloaded.config.mode == "doc_only"
+    assert reloaded.encode(["추천 머신러닝 seoul"], is_query=True).to_dicts()[0] == pytest.approx(expected)
+
+
+def test_trainable_idf_gets_gradient(tiny_model_dir):
+    model = SparseEncoder.from_pretrained(tiny_model_dir, mode="doc_only", trainable_idf=True)
+    batch = model.tokenize(["추천 시스템"], is_query=True)
+    out = model(query_input_ids=batch["input_ids"], query_attention_mask=batch["attention_mask"])["query"]
+    out.sum().backward()
+    assert model.idf.grad is not None and model.idf.grad.sum() == 3  # 추천, 시스, ##템
+
+
+def test_lora_keeps_head_trainable_and_saves_plain_weights(tiny_model_dir, tmp_path):
+    model = SparseEncoder.from_pretrained(tiny_model_dir)
+    before = model.encode(TEXTS).matrix.toarray()
+    model.add_lora(r=4, alpha=8, target_modules=["query", "value"])
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert any("lora_" in n for n in trainable) and any("cls" in n and "modules_to_save" in n for n in trainable)
+    assert np.allclose(model.encode(TEXTS).matrix.toarray(), before, atol=1e-6)  # LoRA B starts at zero
+    model.save_pretrained(tmp_path / "lora")
+    assert not list((tmp_path / "lora").glob("adapter_*"))
+    reloaded = SparseEncoder.from_pretrained(tmp_path / "lora")
+    assert np.allclose(reloaded.encode(TEXTS).matrix.toarray(), before, atol=1e-6)
