@@ -13,16 +13,12 @@ from training import SparseEncoder
 
 
 def parse_prune(value: str):
-    """'max_ratio:0.1' -> ('max_ratio', 0.1); 'none' -> ('none', 0.0)."""
-    from deploy.features import validate_prune
+    from deploy.features import parse_prune as parse
 
-    kind, _, ratio = value.partition(":")
-    prune = (kind, float(ratio or 0.0))
     try:
-        validate_prune(*prune)
+        return parse(value)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e))
-    return prune
 
 
 def main(argv=None) -> int:

@@ -108,6 +108,14 @@ def validate_prune(prune_type: str, prune_ratio: float) -> None:
         raise ValueError(f"prune_ratio {prune_ratio} is out of range for prune_type {prune_type}")
 
 
+def parse_prune(value: str) -> tuple[str, float]:
+    """'max_ratio:0.1' -> ('max_ratio', 0.1); 'none' -> ('none', 0.0). The CLI form of a prune setting."""
+    kind, _, ratio = value.partition(":")
+    prune = (kind, float(ratio or 0.0))
+    validate_prune(*prune)
+    return prune
+
+
 def prune_features(features: dict[str, float], prune_type: str = "none", prune_ratio: float = 0.0) -> dict:
     """The ingest pipeline's pruning (neural-search PruneUtils), so locally indexed vectors match ingested ones."""
     validate_prune(prune_type, prune_ratio)
