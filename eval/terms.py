@@ -1,0 +1,101 @@
+"""Term-level behaviour on Korean-English term pairs (the term_pairs test split): does the model keep the Korean
+term, activate its English translation, stay out of other languages, and rank the right translation first?"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from training.vocab import token_scripts
+
+from .index import SparseIndex, prune
+from .sparse_retrieval.sparse_retrieval import ranking_metrics
+
+TARGET_SCRIPTS = ("hangul", "latin", "common", "special")
+
+
+def load_term_pairs(path, split: str = "test") -> list[dict]:
+    """Term pairs from a JSONL file ({"ko", "en", ...} per line), a parquet file, or a dataset folder exported by
+    `python -m builders build term_pairs` (its `term_pairs` config, `split`)."""
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        pairs = []
+        with path.open(encoding="utf-8") as f:
+            for line_no, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
+                    if not (isinstance(rec, dict) and str(rec.get("ko", "")).strip() and
+                            str(rec.get("en", "")).strip()):
+                        raise ValueError(f"{path}:{line_no}: a term pair needs non-empty 'ko' and 'en'")
+                    pairs.append(rec)
+        return pairs
+    import datasets
+
+    if path.suffix == ".parquet":
+        ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
+    else:
+        ds = datasets.load_dataset(str(path), "term_pairs", split=split)
+    return [{"ko": r["ko"], "en": r["en"]} for r in ds]
+
+
+def _piece_ids(tokenizer, texts: Sequence[str]) -> list[set[int]]:
+    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [set(ids) for ids in encoded]
+
+
+def _top_ids(matrix: sp.csr_matrix, n: int) -> list[set[int]]:
+    top = prune(matrix, "top_k", n) if matrix.nnz else matrix
+    return [set(top.indices[top.indptr[i]:top.indptr[i + 1]].tolist()) for i in range(top.shape[0])]
+
+
+def term_metrics(model, pairs: Sequence[dict], top_n: int = 50, k_values: Sequence[int] = (1, 10),
+                 batch_size: int = 64) -> dict[str, float]:
+    """- ko_preservation: share of the Korean term's own pieces among its top_n activated terms;
+    - en_activation: share of the English translation's pieces among the Korean term's top_n terms;
+    - non_target_top{n}: average number of top_n terms in other scripts (not Hangul, Latin, digits/punctuation);
+    - synonym_recall@K / synonym_mrr: each Korean term as a query against all English terms of the split,
+      scored by the sparse dot product (a Korean term may have several correct translations)."""
+    if not pairs:
+        raise ValueError("no term pairs to evaluate")
+    ko_terms = list(dict.fromkeys(p["ko"] for p in pairs))
+    en_terms = list(dict.fromkeys(p["en"] for p in pairs))
+    ko_row = {t: i for i, t in enumerate(ko_terms)}
+    en_row = {t: i for i, t in enumerate(en_terms)}
+    ko = model.encode(ko_terms, batch_size=batch_size).matrix
+    en = model.encode(en_terms, batch_size=batch_size).matrix
+
+    top = _top_ids(ko, top_n)
+    ko_pieces = _piece_ids(model.tokenizer, ko_terms)
+    en_pieces = _piece_ids(model.tokenizer, en_terms)
+    preservation = [len(p & t) / len(p) for p, t in zip(ko_pieces, top) if p]
+    activation = [len(en_pieces[en_row[p["en"]]] & top[ko_row[p["ko"]]]) / len(en_pieces[en_row[p["en"]]])
+                  for p in pairs if en_pieces[en_row[p["en"]]]]
+    scripts = token_scripts(model.tokenizer)
+    non_target = ~np.isin(scripts, TARGET_SCRIPTS)
+    other = [sum(bool(non_target[j]) for j in t if j < len(non_target)) for t in top]
+
+    translations = sp.csr_matrix((np.ones(len(pairs)), ([ko_row[p["ko"]] for p in pairs],
+                                                        [en_row[p["en"]] for p in pairs])),
+                                 shape=(len(ko_terms), len(en_terms)))
+    translations.data[:] = 1.0  # a pair listed twice is still one translation
+    depth = max(k_values)
+    indices, _ = SparseIndex(en).search(ko, k=depth)
+    gains = np.asarray(translations[np.arange(len(ko_terms))[:, None], indices].todense())
+    num_relevant = np.diff(translations.indptr)
+    ideal = np.ones((len(ko_terms), depth))
+    ranked = ranking_metrics(gains, ideal * (np.arange(depth) < num_relevant[:, None]), num_relevant, k_values)
+    out = {
+        "ko_preservation": float(np.mean(preservation)) if preservation else 0.0,
+        "en_activation": float(np.mean(activation)) if activation else 0.0,
+        f"non_target_top{top_n}": float(np.mean(other)),
+    }
+    out.update({f"synonym_recall@{k}": ranked[f"recall@{k}"] for k in k_values})
+    out["synonym_mrr"] = ranked[f"mrr@{depth}"]
+    out["num_term_pairs"] = float(len(pairs))
+    return out

@@ -1,0 +1,96 @@
+"""Evaluate sparse encoders against Korean BM25 on BEIR benchmarks.
+
+  python run_eval.py --model DIR [DIR ...] --benchmark NAME|beir:PATH [...] [--baseline bm25 [bm25-bigram]]
+                     [--output DIR] [--term-pairs PATH]
+
+Prints a table (nDCG@10, MRR@10, Recall@10/100, active terms, FLOPS, query latency) and writes
+<output>/results.json (benchmark -> system -> metric -> value), report.md and PNG plots. Corpus encodings are
+cached under <output>/cache, so re-running a model on a benchmark only encodes the queries' cache misses."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+BASELINES = {"bm25": "mecab", "bm25-bigram": "bigram"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", nargs="*", default=[], help="saved SparseEncoder folder(s)")
+    p.add_argument("--benchmark", nargs="+", required=True, help="NAME (under --benchmark-dir) or beir:PATH")
+    p.add_argument("--baseline", nargs="*", default=[], choices=list(BASELINES),
+                   help="bm25: bm25s over mecab morphemes; bm25-bigram: over character bigrams")
+    p.add_argument("--output", default="eval_results")
+    p.add_argument("--benchmark-dir", default="benchmarks", help="where NAME benchmarks live")
+    p.add_argument("--split", default="test", help="qrels/<split>.tsv")
+    p.add_argument("--k", nargs="+", type=int, default=[1, 10, 100], help="metric cut-offs")
+    p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--latency-queries", type=int, default=100, help="queries timed one by one (0: skip)")
+    p.add_argument("--opensearch", action="store_true",
+                   help="score as a rank_features field does (Lucene FeatureField rounding of document weights)")
+    p.add_argument("--prune-type", default="none", choices=["none", "max_ratio", "top_k", "alpha_mass", "abs_value"],
+                   help="document pruning of OpenSearch's sparse_encoding ingest processor")
+    p.add_argument("--prune-ratio", type=float, default=0.0)
+    p.add_argument("--term-pairs", help="term pairs (JSONL, parquet, or a `builders` export folder) for term metrics")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write cached corpus encodings")
+    args = p.parse_args(argv)
+    if not args.model and not args.baseline:
+        p.error("give --model DIR and/or --baseline bm25")
+    if args.term_pairs and not args.model:
+        p.error("--term-pairs needs a --model")
+    return args
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    from eval.beir import load_beir, resolve_benchmark
+    from eval.index import check_prune
+    from eval.report import format_table, write_results
+    from eval.runner import run_bm25, run_model
+
+    check_prune(args.prune_type, args.prune_ratio)
+    output = Path(args.output)
+    benchmarks = [load_beir(resolve_benchmark(spec, args.benchmark_dir), split=args.split).subset(args.max_queries)
+                  for spec in args.benchmark]
+    models = []
+    if args.model:
+        from training import SparseEncoder
+
+        models = [(Path(m).resolve().name, Path(m), SparseEncoder.from_pretrained(m)) for m in args.model]
+    results, activations = {}, {}
+    index_options = dict(opensearch=args.opensearch, prune_type=args.prune_type, prune_ratio=args.prune_ratio)
+    for bench in benchmarks:
+        results[bench.name], activations[bench.name] = {}, {}
+        for name in args.baseline:
+            metrics, counts = run_bm25(BASELINES[name], bench, args.k, args.latency_queries)
+            results[bench.name][name], activations[bench.name][name] = metrics, counts
+        for name, path, model in models:
+            cache = None if args.no_cache else output / "cache" / bench.name
+            metrics, counts = run_model(model, bench, args.k, cache, path, args.batch_size, args.latency_queries,
+                                        **index_options)
+            results[bench.name][name], activations[bench.name][name] = metrics, counts
+    term_results = None
+    if args.term_pairs:
+        from eval.terms import load_term_pairs, term_metrics
+
+        pairs = load_term_pairs(args.term_pairs)
+        term_results = {name: term_metrics(model, pairs) for name, _, model in models}
+    settings = {"split": args.split, "k": args.k, "max_queries": args.max_queries, **index_options}
+    paths = write_results(results, output, activations, settings, term_results)
+    print(format_table(results))
+    if term_results:
+        for name, metrics in term_results.items():
+            print(f"term pairs, {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    print(f"wrote {paths['results']} and {paths['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
