@@ -138,3 +138,17 @@ def test_onnx_equals_eager_with_dynamic_axes(encoder, tmp_path):
         batch, expected = _eager(encoder, texts)
         got = run_onnx(path, batch["input_ids"].numpy(), batch["attention_mask"].numpy())
         np.testing.assert_allclose(got, expected.numpy(), atol=1e-5, rtol=0)
+
+
+def test_run_export_opensearch_writes_zip_config_pipeline_and_index(tiny_model_dir, tmp_path):
+    from run_export import main
+
+    assert main(["--model", str(tiny_model_dir), "--target", "opensearch", "--output", str(tmp_path),
+                 "--name", "tiny", "--prune", "top_k:64"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "index.json", "ingest_pipeline.json", "tiny-sparse-encoding.config.json", "tiny-sparse-encoding.zip"]
+    processor = json.loads((tmp_path / "ingest_pipeline.json").read_text())["processors"][0]["sparse_encoding"]
+    assert (processor["prune_type"], processor["prune_ratio"]) == ("top_k", 64.0)
+    with pytest.raises(SystemExit):
+        main(["--model", str(tiny_model_dir), "--target", "opensearch", "--output", str(tmp_path),
+              "--prune", "max_ratio:2"])
