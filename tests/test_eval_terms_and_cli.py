@@ -1,0 +1,92 @@
+"""Term-pair metrics on a model whose expansions are known, and run_eval.py end to end on a tiny benchmark."""
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import run_eval
+from eval.terms import load_term_pairs, term_metrics
+from tests.test_eval_beir import write_beir
+from tests.tiny import build_tokenizer
+
+PAIRS = [{"ko": "머신러닝", "en": "machine learning"}, {"ko": "서울", "en": "seoul"}, {"ko": "서울", "en": "capital"}]
+
+
+class ExpandingModel:
+    """Each text activates its own pieces (weight 1); a Korean term also its listed English expansion (0.5)."""
+
+    def __init__(self, expansions):
+        self.tokenizer = build_tokenizer()
+        self.expansions = expansions
+
+    def encode(self, texts, batch_size=32, is_query=False):
+        vocab = len(self.tokenizer)
+        m = sp.lil_matrix((len(texts), vocab), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for j in self.tokenizer(text, add_special_tokens=False)["input_ids"]:
+                m[i, j] = 1.0
+            for j in self.tokenizer(self.expansions.get(text, ""), add_special_tokens=False)["input_ids"]:
+                m[i, j] = max(m[i, j], 0.5)
+        return SimpleNamespace(matrix=m.tocsr())
+
+
+def test_term_metrics_hand_computed():
+    model = ExpandingModel({"머신러닝": "machine learning", "서울": "seoul"})
+    got = term_metrics(model, PAIRS, top_n=50, k_values=(1, 10))
+    assert got["ko_preservation"] == 1.0
+    assert got["en_activation"] == pytest.approx(2 / 3)  # "capital" is never activated
+    assert got["non_target_top50"] == 0.0
+    # 서울 ranks seoul first, capital (score 0) later: recall@1 = 1/2 for it, 1 for 머신러닝
+    assert got["synonym_recall@1"] == pytest.approx(0.75)
+    assert got["synonym_recall@10"] == 1.0
+    assert got["synonym_mrr"] == 1.0
+    none = term_metrics(ExpandingModel({}), PAIRS, top_n=50)
+    assert none["en_activation"] == 0.0 and none["ko_preservation"] == 1.0
+
+
+def test_load_term_pairs_errors(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps(PAIRS[0], ensure_ascii=False) + "\n" + json.dumps({"ko": "서울", "en": ""}) + "\n")
+    with pytest.raises(ValueError, match="pairs.jsonl:2"):
+        load_term_pairs(path)
+
+
+def test_run_eval_end_to_end(tmp_path, tiny_model_dir, capsys):
+    bench = write_beir(tmp_path / "benchmarks" / "tiny-ret")
+    out = tmp_path / "out"
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in PAIRS))
+    argv = ["--model", str(tiny_model_dir), "--benchmark", "tiny-ret", f"beir:{bench}", "--benchmark-dir",
+            str(tmp_path / "benchmarks"), "--baseline", "bm25", "--output", str(out), "--term-pairs", str(pairs),
+            "--latency-queries", "2", "--opensearch", "--prune-type", "max_ratio", "--prune-ratio", "0.1"]
+    assert run_eval.main(argv) == 0
+    table = capsys.readouterr().out
+    assert "nDCG@10" in table and "bm25" in table and tiny_model_dir.name in table
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"tiny-ret", "term_pairs"}
+    for system in ("bm25", tiny_model_dir.name):
+        metrics = results["tiny-ret"][system]
+        assert {"ndcg@10", "mrr@10", "recall@10", "recall@100", "avg_query_terms", "avg_doc_terms", "flops",
+                "latency_ms"} <= set(metrics)
+    assert "doc_hangul_share" in results["tiny-ret"][tiny_model_dir.name]
+    assert "synonym_mrr" in results["term_pairs"][tiny_model_dir.name]
+    assert (out / "report.md").read_text().startswith("# Retrieval evaluation")
+    for png in ("metrics_tiny-ret.png", "activations_tiny-ret.png", "languages_tiny-ret.png"):
+        assert (out / png).stat().st_size > 1000
+    cached = sorted((out / "cache" / "tiny-ret").glob("*.npz"))
+    assert [p.name.split("-")[0] for p in cached] == ["corpus", "queries"]
+    mtimes = [p.stat().st_mtime_ns for p in cached]
+    assert run_eval.main(argv[:7] + ["--output", str(out), "--latency-queries", "0"]) == 0
+    assert [p.stat().st_mtime_ns for p in sorted((out / "cache" / "tiny-ret").glob("*.npz"))] == mtimes
+
+
+def test_run_eval_baseline_only_and_usage_errors(tmp_path, capsys):
+    bench = write_beir(tmp_path / "b")
+    assert run_eval.main(["--baseline", "bm25", "bm25-bigram", "--benchmark", f"beir:{bench}", "--output",
+                          str(tmp_path / "out"), "--latency-queries", "0"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert set(results["b"]) == {"bm25", "bm25-bigram"}
+    with pytest.raises(SystemExit):
+        run_eval.main(["--benchmark", f"beir:{bench}"])
