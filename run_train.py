@@ -107,24 +107,30 @@ def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
     return trainer, resolved
 
 
-def main(argv=None) -> dict:
-    trainer, _ = build_trainer(argv)
-    training_args, evaluator = trainer.args, trainer.evaluator
-    resume = training_args.resume_from_checkpoint
+def train(trainer: SparseTrainer) -> dict:
+    """Train (resuming when asked: `--resume_from_checkpoint auto` picks the last complete checkpoint), save the
+    final model, evaluate if a benchmark is set, and shut the process group down cleanly."""
+    args = trainer.args
+    resume = args.resume_from_checkpoint
     if resume in ("auto", "last", "true", "True"):
-        resume = last_complete_checkpoint(training_args.output_dir)
+        resume = last_complete_checkpoint(args.output_dir)
         logger.info("resuming from %s", resume or "scratch (no checkpoint found)")
     result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(training_args.output_dir)
+    trainer.save_model(args.output_dir)
     metrics = dict(result.metrics)
-    if evaluator is not None:
+    if trainer.evaluator is not None:
         metrics.update(trainer.evaluate())
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
-    if training_args.process_index == 0:
+    if args.process_index == 0:
         logger.info("final metrics: %s", metrics)
     return metrics
+
+
+def main(argv=None) -> dict:
+    trainer, _ = build_trainer(argv)
+    return train(trainer)
 
 
 if __name__ == "__main__":

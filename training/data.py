@@ -160,7 +160,7 @@ class BatchSchedule(Dataset):
     Item i is rank (i % world_size)'s slice of global batch i // world_size. One epoch has
     sum_s floor(len_s / global_batch) global batches when no sampling weights are given; with weights the same total
     is shared out in proportion (a source may then be sampled with replacement). A source with curriculum_start s
-    only appears in the last (1 - s) of the epoch. `set_epoch` reshuffles reproducibly."""
+    only appears in the last (1 - s) of the epoch (e.g. term pairs at 0, hard triplets from 0.3). `set_epoch` reshuffles reproducibly."""
 
     def __init__(self, sources: list[Source], per_device_batch_size: int, world_size: int = 1, seed: int = 42):
         self.sources = sources
@@ -183,15 +183,27 @@ class BatchSchedule(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         rng = np.random.default_rng([self.seed, epoch])
-        plan = []  # (sort key, source index, row indices of one global batch)
-        for si, (source, n_batches) in enumerate(zip(self.sources, self._batches_per_source())):
+        counts = self._batches_per_source()
+        total = sum(counts)
+        slots = np.full(total, -1)
+        # Late-starting sources first: each takes random free slots at or after its start.
+        for si in sorted(range(len(self.sources)), key=lambda i: -self.sources[i].start):
+            free = np.flatnonzero(slots[int(self.sources[si].start * total):] < 0) + int(self.sources[si].start * total)
+            if len(free) < counts[si]:
+                raise ValueError(f"{self.sources[si].name}: {counts[si]} batches do not fit after curriculum_start "
+                                 f"{self.sources[si].start}; lower its start or its sampling_weight")
+            slots[rng.choice(free, counts[si], replace=False)] = si
+        plan, used = [], [0] * len(self.sources)
+        rows_per_source = []
+        for source, n_batches in zip(self.sources, counts):
             n_rows = n_batches * self.global_batch
             reps = math.ceil(n_rows / len(source.records))
-            rows = np.concatenate([rng.permutation(len(source.records)) for _ in range(reps)])[:n_rows]
-            keys = source.start + (1 - source.start) * rng.random(n_batches)
-            plan += [(k, si, rows[b * self.global_batch:(b + 1) * self.global_batch]) for b, k in enumerate(keys)]
-        plan.sort(key=lambda p: p[0])
-        self.plan = [(si, rows) for _, si, rows in plan]
+            rows_per_source.append(np.concatenate([rng.permutation(len(source.records)) for _ in range(reps)]))
+        for si in slots:
+            start = used[si] * self.global_batch
+            plan.append((int(si), rows_per_source[si][start:start + self.global_batch]))
+            used[si] += 1
+        self.plan = plan
         self.epoch = epoch
 
     def __len__(self):

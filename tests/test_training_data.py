@@ -1,0 +1,134 @@
+import json
+
+import pytest
+
+from training.arguments import ConfigError, parse_config
+from training.data import BatchSchedule, DataError, Source, SparseCollator, load_sources, read_jsonl
+from tests.tiny import build_tokenizer
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+TRIPLET = {"query": "서울", "positive": "서울은 수도이다", "negatives": ["부산", "대구"], "difficulty": ["easy", "hard"]}
+
+
+def test_task_is_inferred_from_fields(tmp_path):
+    assert read_jsonl(write_jsonl(tmp_path / "t.jsonl", [TRIPLET]))[0] == "triplets"
+    assert read_jsonl(write_jsonl(tmp_path / "d.jsonl", [{"query": "q", "docs": ["a"], "scores": [1]}]))[0] == "distillation"
+    assert read_jsonl(write_jsonl(tmp_path / "p.jsonl", [{"ko": "검색", "en": "search"}]))[0] == "term_pairs"
+    with pytest.raises(DataError, match=r"u.jsonl:1: cannot infer the task"):
+        read_jsonl(write_jsonl(tmp_path / "u.jsonl", [{"text": "x"}]))
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"query": "q"}, r"bad.jsonl:2: missing field 'positive' required for triplets"),
+    ({"query": "  ", "positive": "p"}, r"bad.jsonl:2: field 'query' is an empty text"),
+    ({"query": "q", "positive": "p", "negatives": ["n", ""]}, r"bad.jsonl:2: field 'negatives\[1\]' is an empty text"),
+    ({"query": "q", "positive": 3}, r"bad.jsonl:2: field 'positive' must be a string"),
+    ({"query": "q", "positive": "p", "negatives": ["n"], "difficulty": []}, r"bad.jsonl:2: 'difficulty' has 0 entries"),
+])
+def test_bad_triplet_records_name_file_line_field(tmp_path, bad, message):
+    path = write_jsonl(tmp_path / "bad.jsonl", [TRIPLET, bad])
+    with pytest.raises(DataError, match=message):
+        read_jsonl(path)
+
+
+def test_distillation_length_mismatch_and_bad_scores(tmp_path):
+    path = write_jsonl(tmp_path / "kd.jsonl", [{"query": "q", "docs": ["a", "b"], "scores": [1.0]}])
+    with pytest.raises(DataError, match=r"kd.jsonl:1: 'scores' has 1 entries but 'docs' has 2"):
+        read_jsonl(path)
+    path = write_jsonl(tmp_path / "kd.jsonl", [{"query": "q", "docs": ["a"], "scores": ["x"]}])
+    with pytest.raises(DataError, match=r"kd.jsonl:1: field 'scores\[0\]' must be a finite number"):
+        read_jsonl(path)
+
+
+def test_malformed_json_and_non_utf8(tmp_path):
+    path = tmp_path / "broken.jsonl"
+    path.write_text(json.dumps(TRIPLET) + "\n{\"query\": \n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"broken.jsonl:2: malformed JSON"):
+        read_jsonl(path)
+    path.write_bytes(json.dumps(TRIPLET).encode() + b"\n" + "{\"query\": \"서울\"}".encode("cp949") + b"\n")
+    with pytest.raises(DataError, match=r"broken.jsonl:2: not valid UTF-8"):
+        read_jsonl(path)
+
+
+def test_given_task_is_enforced(tmp_path):
+    path = write_jsonl(tmp_path / "pairs.jsonl", [{"ko": "검색", "en": "search"}])
+    with pytest.raises(DataError, match=r"pairs.jsonl:1: missing field 'query' required for triplets"):
+        load_sources([str(path)], tasks=["triplets"])
+
+
+def test_unknown_config_key_is_named_with_a_hint(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("model_name_or_path: x\nper_device_train_batchsize: 4\n")
+    with pytest.raises(ConfigError, match=r"cfg.yaml: unknown config key 'per_device_train_batchsize' "
+                                          r"\(did you mean 'per_device_train_batch_size'\?\)"):
+        parse_config([str(cfg)])
+    with pytest.raises(ConfigError, match=r"unknown argument '--flops_wieght'"):
+        parse_config([str(cfg).replace("cfg", "cfg"), "--flops_wieght", "1"][1:] + ["--model_name_or_path", "x"])
+
+
+def test_yaml_with_cli_overrides(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("model_name_or_path: x\noutput_dir: out\ntrain_file: [a.jsonl, b.jsonl]\nflops_doc_weight: 0.1\n"
+                   "max_steps: 5\n")
+    model, data, loss, train, resolved = parse_config([str(cfg), "--flops_doc_weight", "0.5", "--max_steps", "7"])
+    assert model.model_name_or_path == "x" and data.train_file == ["a.jsonl", "b.jsonl"]
+    assert loss.flops_doc_weight == 0.5 and train.max_steps == 7
+    assert resolved["flops_doc_weight"] == 0.5 and resolved["train_file"] == ["a.jsonl", "b.jsonl"]
+
+
+def make_sources(n_a=10, n_b=6):
+    a = Source("a", "triplets", [dict(TRIPLET, query=f"q{i}") for i in range(n_a)])
+    b = Source("b", "term_pairs", [{"ko": f"ko{i}", "en": f"en{i}"} for i in range(n_b)])
+    return [a, b]
+
+
+def test_schedule_is_deterministic_single_task_and_rank_sliced():
+    one = BatchSchedule(make_sources(), per_device_batch_size=2, world_size=1, seed=3)
+    two = BatchSchedule(make_sources(), per_device_batch_size=1, world_size=2, seed=3)
+    assert len(one) == 5 + 3 and len(two) == 2 * 8
+    for step in range(len(one)):
+        whole = one[step]
+        parts = [two[2 * step], two[2 * step + 1]]
+        assert {p["task"] for p in parts} == {whole["task"]}
+        assert parts[0]["records"] + parts[1]["records"] == whole["records"]
+    again = BatchSchedule(make_sources(), 2, 1, seed=3)
+    assert [again[i]["records"] for i in range(len(again))] == [one[i]["records"] for i in range(len(one))]
+    one.set_epoch(1)
+    assert [one[i]["records"] for i in range(len(one))] != [again[i]["records"] for i in range(len(again))]
+
+
+def test_schedule_weights_and_curriculum_start():
+    sources = make_sources(40, 40)
+    sources[0].weight, sources[1].weight = 3.0, 1.0
+    sources[1].start = 0.5
+    schedule = BatchSchedule(sources, 2, 1, seed=0)
+    tasks = [schedule[i]["task"] for i in range(len(schedule))]
+    assert tasks.count("triplets") == 30 and tasks.count("term_pairs") == 10
+    assert "term_pairs" not in tasks[: len(tasks) // 2]
+
+
+def test_schedule_rejects_sources_smaller_than_a_global_batch():
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        BatchSchedule(make_sources(3, 3), per_device_batch_size=2, world_size=2)
+
+
+def test_collator_shapes_masks_and_negative_curriculum():
+    tok = build_tokenizer()
+    collate = SparseCollator(tok, max_seq_length=16, max_query_length=8, num_negatives=2, negative_curriculum=True)
+    records = [TRIPLET, {"query": "q", "positive": "p"}]
+    batch = collate([{"task": "triplets", "records": records, "progress": 0.0, "seed": (0, 0, 0), "offset": 0}])
+    assert batch["query_input_ids"].shape[0] == 2 and batch["doc_input_ids"].shape[0] == 6
+    assert batch["doc_mask"].tolist() == [[True, True, False], [True, False, False]]  # early: only the easy negative
+    late = collate([{"task": "triplets", "records": records, "progress": 0.9, "seed": (0, 0, 0), "offset": 0}])
+    assert late["doc_mask"].tolist() == [[True, True, True], [True, False, False]]
+    kd = collate([{"task": "distillation", "records": [{"query": "q", "docs": ["a", "b"], "scores": [0.5, 2.0]}],
+                   "progress": 0.0, "seed": (0, 0, 0), "offset": 0}])
+    assert kd["teacher_scores"].shape == (1, 8) and sorted(kd["teacher_scores"][0, :2].tolist()) == [0.5, 2.0]
+    terms = collate([{"task": "term_pairs", "records": [{"ko": "검색", "en": "search"}], "progress": 0.0,
+                      "seed": (0, 0, 0), "offset": 0}])
+    assert terms["ko_input_ids"].shape == (1, 16) and terms["en_input_ids"].shape == (1, 16)

@@ -1,0 +1,121 @@
+"""End-to-end training runs of run_train.py on a tiny model: CLI, kill-and-resume, and 2-process torchrun."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from training import SparseEncoder
+from tests.tiny import SENTENCES, build_tiny_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    model = build_tiny_model(root / "model", dropout=0.0)
+    ko, en = SENTENCES[0::2], SENTENCES[1::2]
+    rows = {
+        "triplets.jsonl": [{"query": k[:8], "positive": k, "negatives": [x for x in ko if x != k][:3],
+                            "difficulty": ["easy", "medium", "hard"]} for k in ko],
+        "terms.jsonl": [{"ko": k, "en": e} for k, e in [("머신러닝", "machine learning"), ("추천", "recommend"),
+                        ("검색", "search"), ("서울", "seoul"), ("문서", "documents"), ("데이터", "data"),
+                        ("신경망", "neural networks"), ("공원", "park")]],
+        "distill.jsonl": [{"query": k[:6], "docs": ko[:5], "scores": [1, 2, 3, 4, 5]} for k in ko],
+    }
+    for name, records in rows.items():
+        (root / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    args = ["--model_name_or_path", str(model), "--train_file", *(str(root / n) for n in rows),
+            "--logging_steps", "1", "--report_to", "none", "--allowed_scripts", "hangul", "latin",
+            "--activation_weight", "1", "--translation_margin_weight", "1", "--alignment_weight", "0.1",
+            "--max_seq_length", "32", "--max_query_length", "16", "--num_negatives", "2", "--seed", "7"]
+    return root, args
+
+
+def run(cmd, timeout=600):
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    return proc
+
+
+def worker(result, args, kill_at=None, nproc=1):
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)] if nproc > 1 \
+        else [sys.executable]
+    own = [str(result)] + (["--kill_at_step", str(kill_at)] if kill_at else [])
+    return run(launcher + [os.path.join("tests", "train_worker.py"), *own, "--", *args])
+
+
+def test_cli_trains_logs_parts_and_saves_a_loadable_model(setup, tmp_path):
+    root, args = setup
+    out = tmp_path / "out"
+    proc = run([sys.executable, "run_train.py", *args, "--output_dir", str(out), "--max_steps", "3",
+                "--per_device_train_batch_size", "4", "--save_strategy", "no"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("sparse_config.json", "model.safetensors", "tokenizer.json", "train_config.yaml"):
+        assert (out / name).is_file(), name
+    model = SparseEncoder.from_pretrained(out)
+    assert model.config.allowed_scripts == ["hangul", "latin"]
+    emb = model.encode(["머신러닝 추천"])
+    assert emb.matrix.nnz > 0
+
+
+def test_config_and_data_errors_stop_before_training(setup, tmp_path):
+    root, args = setup
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"query": "q", "docs": ["a", "b"], "scores": [1]}\n', encoding="utf-8")
+    proc = run([sys.executable, "run_train.py", "--model_name_or_path", args[1], "--train_file", str(bad),
+                "--output_dir", str(tmp_path / "o")])
+    assert proc.returncode != 0 and "bad.jsonl:1: 'scores' has 1 entries but 'docs' has 2" in proc.stderr
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"model_name_or_path: {args[1]}\nlearning_rte: 0.1\n")
+    proc = run([sys.executable, "run_train.py", str(cfg)])
+    assert proc.returncode != 0 and "unknown config key 'learning_rte'" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_kill_and_resume_continues_from_checkpoint(setup, tmp_path):
+    root, args = setup
+    common = [*args, "--max_steps", "6", "--save_steps", "2", "--per_device_train_batch_size", "2"]
+    full = worker(tmp_path / "full", [*common, "--output_dir", str(tmp_path / "full_out")])
+    assert full.returncode == 0, full.stderr[-3000:]
+    killed = worker(tmp_path / "killed", [*common, "--output_dir", str(tmp_path / "resumed_out")], kill_at=3)
+    assert killed.returncode != 0 and not (tmp_path / "killed").exists()
+    assert (tmp_path / "resumed_out" / "checkpoint-2" / "trainer_state.json").is_file()
+    assert not (tmp_path / "resumed_out" / "checkpoint-4").exists()
+    resumed = worker(tmp_path / "resumed", [*common, "--output_dir", str(tmp_path / "resumed_out"),
+                                            "--resume_from_checkpoint", "auto"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr and "checkpoint-2" in resumed.stderr
+    logs = json.load(open(tmp_path / "resumed" / "log0.json"))
+    assert [l["step"] for l in logs if "loss" in l] == [1, 2, 3, 4, 5, 6]  # steps 1-2 restored from checkpoint-2
+    full_logs = {l["step"]: l["loss"] for l in json.load(open(tmp_path / "full" / "log0.json")) if "loss" in l}
+    for l in logs:
+        if "loss" in l:
+            assert l["loss"] == pytest.approx(full_logs[l["step"]], rel=1e-5)
+    a, b = torch.load(tmp_path / "full" / "rank0.pt"), torch.load(tmp_path / "resumed" / "rank0.pt")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_match_one_process_over_the_same_global_batch(setup, tmp_path):
+    root, args = setup
+    common = [*args, "--max_steps", "3", "--save_strategy", "no", "--optim", "sgd", "--learning_rate", "0.05"]
+    single = worker(tmp_path / "single", [*common, "--output_dir", str(tmp_path / "s"), "--per_device_train_batch_size", "4"])
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = worker(tmp_path / "ddp", [*common, "--output_dir", str(tmp_path / "d"), "--per_device_train_batch_size", "2"],
+                 nproc=2)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    r0, r1 = torch.load(tmp_path / "ddp" / "rank0.pt"), torch.load(tmp_path / "ddp" / "rank1.pt")
+    assert all(torch.equal(r0[k], r1[k]) for k in r0), "ranks diverged"
+    one = torch.load(tmp_path / "single" / "rank0.pt")
+    init = SparseEncoder.from_pretrained(args[1]).state_dict()
+    assert max((one[k] - init[k]).abs().max().item() for k in one) > 1e-4  # training moved the weights
+    assert max((one[k] - r0[k]).abs().max().item() for k in one) < 1e-5
+    losses = lambda d, r: [l["loss"] for l in json.load(open(tmp_path / d / f"log{r}.json")) if "loss" in l]
+    assert len(losses("single", 0)) == 3
+    assert losses("ddp", 0) == pytest.approx(losses("single", 0), rel=1e-5)
+    assert losses("ddp", 1) == pytest.approx(losses("single", 0), rel=1e-5)
