@@ -83,3 +83,11 @@ class KoreanBM25:
             top = cand[np.lexsort((cand, -row[cand]))][:k]
             indices[i], scores[i] = top, row[top]
         return indices, scores
+
+    def scores_for(self, queries: Sequence[str], doc_ids: np.ndarray) -> np.ndarray:
+        """BM25 scores of chosen documents, [n_queries, m] for `doc_ids` [n_queries, m] (teacher lists)."""
+        out = np.zeros(doc_ids.shape, dtype=np.float32)
+        for i, terms in enumerate(self.analyzer.batch(queries)):
+            if terms:
+                out[i] = self.retriever.get_scores(terms)[doc_ids[i]]
+        return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import sys
@@ -65,7 +64,7 @@ def main(argv=None) -> int:
         return idf(args)
     command = "python -m builders " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     if args.name == "benchmark":
-        from builders.benchmarks import BENCHMARKS, export_benchmark
+        from builders.benchmarks import BENCHMARKS, export_benchmark  # "all": the ones buildable offline
 
         names = list(BENCHMARKS) if args.config in (None, "all") else [args.config]
         for name in names:
@@ -101,7 +100,7 @@ def validate(args) -> int:
 
 
 def idf(args) -> int:
-    from builders.idf import compute_idf, load_tokenizer, named_corpus, read_texts
+    from builders.idf import compute_idf, load_tokenizer, named_corpus, read_texts, save_idf
 
     texts = read_texts(args.texts, args.field.split(","))
     for name in args.corpus:
@@ -110,7 +109,6 @@ def idf(args) -> int:
         print("no texts: give --texts files or --data_dir with --corpus names", file=sys.stderr)
         return 2
     table = compute_idf(load_tokenizer(args.tokenizer), texts)
-    with open(args.output, "w", encoding="utf-8") as f:
-        json.dump(table, f, ensure_ascii=False)
+    save_idf(table, args.output)
     print(f"{args.output}: idf of {len(table):,} tokens over {len(texts):,} texts")
     return 0

@@ -48,7 +48,17 @@ def msmarco(data_dir: str | None, lang: str, split: str | None, bad: BadRecords 
         if problem:
             bad(path, 1, f"record {i}: {problem}")
             continue
-        good.append({"id": rec["id"], "query": normalize(rec["query"]),
-                     "positive": [normalize(p) for p in rec["positive"]]})
+        good.append({"id": rec["id"], "query": normalize(_unmangle(rec["query"])),
+                     "positive": [normalize(_unmangle(p)) for p in rec["positive"]]})
     cut = len(good) - MSMARCO_EVAL_QUERIES
     return good if split is None else good[:cut] if split == "train" else good[cut:]
+
+
+def _unmangle(text: str) -> str:
+    """Repair UTF-8 read as Latin-1 ("c.1590 â\x80\x93 1657" -> "c.1590 – 1657"), as in the English MS MARCO."""
+    if "\u00c2" not in text and "\u00c3" not in text and "\u00e2" not in text:
+        return text
+    try:
+        return text.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return text

@@ -69,11 +69,12 @@ def card_section(config: str, description: str, sources: list[Source], counts: d
     for s in sources:
         lines.append(f"| {s.name} | {s.licence} | {'yes' if s.commercial else 'NO'} | "
                      f"{'yes' if s.redistributable else 'NO: ' + s.note} | {s.homepage} |")
-    warnings = [s for s in sources if not s.commercial or not s.redistributable]
+    warnings = [f"{s.name}: non-commercial use only" for s in sources if not s.commercial]
+    warnings += [f"{s.name}: {s.note}" for s in sources if not s.redistributable]
     if warnings:
-        lines += ["", "**Licence warnings:** " + "; ".join(
-            f"{s.name}: {'non-commercial' if not s.commercial else ''}{' ' + s.note if s.note else ''}".strip()
-            for s in warnings) + ". Rebuild with `--exclude_noncommercial` to drop non-commercial sources."]
+        lines += ["", "**Licence warnings:** " + "; ".join(warnings) + "."]
+        if any(not s.commercial for s in sources):
+            lines[-1] += " Rebuild with `--exclude_noncommercial` to drop the non-commercial sources."
     if report:
         lines += ["", "Build log:", ""] + [f"- {r}" for r in report]
     return "\n".join(lines) + "\n"

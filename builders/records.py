@@ -5,6 +5,7 @@ as a `RecordError` naming file, line and field. With `BadRecords(skip=True)` the
 counted with a few examples so the build log and the dataset card can say what was lost."""
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
@@ -85,10 +86,10 @@ def _is(value, kind) -> bool:
 
 
 def read_lines(path: str, bad: BadRecords | None = None) -> Iterator[tuple[int, str]]:
-    """(line number, text without newline) of a UTF-8 file; a byte-order mark is ignored, blank lines are kept
+    """(line number, text without newline) of a UTF-8 file (gzipped if named .gz); a byte-order mark is ignored, blank lines are kept
     (callers decide). A line that is not UTF-8 is a bad record, not a crash in the middle of a build."""
     bad = bad or BadRecords()
-    with open(path, "rb") as f:
+    with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
         for number, raw in enumerate(f, start=1):
             try:
                 text = raw.decode("utf-8")

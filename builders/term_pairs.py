@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 # Priority order: when two sources give the same pair, the earlier (more curated) one is kept.
 TERM_SOURCES = ("it_ml_terms", "k8s_glossary", "react_glossary", "cldr", "muse", "wiktionary", "krdict",
                 "nikl_transliteration")
+NOISY_SOURCES = ("muse", "wiktionary", "krdict", "nikl_transliteration")
 CURATED_FILE = os.path.join(os.path.dirname(__file__), "data", "it_ml_terms.tsv")
 MAX_TERM_CHARS = 40
 
@@ -230,6 +231,7 @@ class TermPairsConfig(ToolkitConfig):
 
     sources: tuple = TERM_SOURCES
     teacher_filter: bool = True
+    filtered_sources: tuple = NOISY_SOURCES  # curated glossaries and CLDR are trusted as they are
     min_teacher_margin: float = 0.0
     teacher_threads: int | None = None
 
@@ -251,8 +253,10 @@ class TermPairs(ToolkitBuilder):
         if cfg.teacher_filter:
             from builders.teacher import DenseTeacher
 
-            train = filter_with_teacher(train, DenseTeacher(cfg.teacher_threads), cfg.min_teacher_margin,
-                                        cfg.seed, stats)
+            checked = [r for r in train if r["source"] in cfg.filtered_sources]
+            trusted = [r for r in train if r["source"] not in cfg.filtered_sources]
+            train = trusted + filter_with_teacher(checked, DenseTeacher(cfg.teacher_threads),
+                                                  cfg.min_teacher_margin, cfg.seed, stats)
         kept = Counter(r["source"] for r in train) + Counter(r["source"] for r in test)
         self.build_report = [f"{name}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())) + f", kept {kept[name]}"
                              for name, c in stats.items()] + [bad.summary()]

@@ -1,0 +1,118 @@
+"""Distillation lists `{"query","docs","scores"}` (the OpenSearch sparse tuning sample's "kd" format).
+
+For each query: its positive first, then BM25-mined candidates from the same corpus, all scored by a teacher:
+`dense` (multilingual-e5-small cosine x `dense_scale`, 100 = E5's own training temperature), `bm25` (raw Korean
+BM25), or `ensemble` (per-list z-scores of both, mixed by `dense_weight`). Same splits as triplets: no eval
+article or query reaches `train`."""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+import datasets
+import numpy as np
+
+from builders.base import ToolkitBuilder, ToolkitConfig
+from builders.bm25 import KoreanBM25
+from builders.mining import Pool
+from builders.schemas import DISTILLATION
+from builders.teacher import E5_LOGIT_SCALE
+from builders.triplets import EVAL_SOURCES, read_pools, user_pool
+
+logger = logging.getLogger(__name__)
+TEACHERS = ("dense", "bm25", "ensemble")
+
+
+def candidate_lists(pool: Pool, bm25: KoreanBM25, docs_per_query: int, stats: Counter):
+    """(query rows kept, doc ids [n, docs_per_query]): the positive, then the best-ranked other documents."""
+    index = {t: i for i, t in enumerate(pool.corpus)}
+    ranked, _ = bm25.search(pool.queries, k=docs_per_query + 1)
+    rows, ids = [], []
+    for qi, positive in enumerate(pool.positives):
+        pos = index[positive]
+        others = [int(j) for j in ranked[qi] if j != pos][: docs_per_query - 1]
+        if len(others) < docs_per_query - 1:
+            stats["too_few_docs"] += 1
+            continue
+        rows.append(qi)
+        ids.append([pos] + others)
+    return rows, np.asarray(ids, dtype=np.int64).reshape(len(ids), docs_per_query)
+
+
+def zscore(x: np.ndarray) -> np.ndarray:
+    """Per-row standardisation, so teachers on different scales can be mixed."""
+    return (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-6)
+
+
+def teacher_scores(kind: str, queries, doc_texts: list[list[str]], bm25_scores: np.ndarray, teacher,
+                   dense_scale: float, dense_weight: float) -> np.ndarray:
+    if kind == "bm25":
+        return bm25_scores
+    q = teacher.encode(queries, is_query=True, show_progress=True)
+    flat = [d for docs in doc_texts for d in docs]
+    d = teacher.encode(flat, is_query=False, show_progress=True).reshape(len(queries), -1, q.shape[1])
+    cosine = np.einsum("nd,nkd->nk", q, d)
+    if kind == "dense":
+        return cosine * dense_scale
+    if kind == "ensemble":
+        return dense_weight * zscore(cosine) + (1 - dense_weight) * zscore(bm25_scores)
+    raise ValueError(f"unknown teacher {kind!r}; choose from {TEACHERS}")
+
+
+@dataclass
+class DistillationConfig(ToolkitConfig):
+    sources: tuple = EVAL_SOURCES
+    teacher: str = "dense"
+    docs_per_query: int = 8
+    dense_scale: float = E5_LOGIT_SCALE
+    dense_weight: float = 0.5
+    analyzer: str = "mecab"
+
+
+class Distillation(ToolkitBuilder):
+    BUILDER_CONFIG_CLASS = DistillationConfig
+    BUILDER_CONFIGS = [DistillationConfig(name="distillation", description="Teacher-scored candidate lists")]
+    DEFAULT_CONFIG_NAME = "distillation"
+    SCHEMA = DISTILLATION
+    DESCRIPTION = __doc__
+
+    def _split_generators(self, dl_manager):
+        cfg = self.config
+        shards = list(cfg.active_sources()) + [f"jsonl:{p}" for p in cfg.extra_jsonl]
+        eval_shards = [s for s in cfg.active_sources() if s in EVAL_SOURCES]
+        splits = [datasets.SplitGenerator(name="train", gen_kwargs={"shards": shards, "split": "train"})]
+        if eval_shards:
+            splits.append(datasets.SplitGenerator(name="validation",
+                                                  gen_kwargs={"shards": eval_shards, "split": "eval"}))
+        return splits
+
+    def _generate_examples(self, shards, split):
+        cfg = self.config
+        teacher = None
+        if cfg.teacher != "bm25":
+            from builders.teacher import DenseTeacher
+
+            teacher = DenseTeacher()
+        for shard in shards:
+            bad = self.bad_records()
+            if shard.startswith("jsonl:"):
+                pools = [user_pool(shard[len("jsonl:"):], bad)]
+            else:
+                pools = read_pools(shard, split, cfg.data_dir, bad, cfg.max_per_source)
+            for pool in pools:
+                stats = Counter()
+                bm25 = KoreanBM25(cfg.analyzer).index(pool.search_corpus)
+                rows, ids = candidate_lists(pool, bm25, cfg.docs_per_query, stats)
+                if not rows:
+                    logger.info("distillation %s/%s: no lists; %s", split, pool.source, dict(stats))
+                    continue
+                queries = [pool.queries[i] for i in rows]
+                docs = [[pool.corpus[j] for j in row] for row in ids]
+                scores = teacher_scores(cfg.teacher, queries, docs, bm25.scores_for(queries, ids), teacher,
+                                        cfg.dense_scale, cfg.dense_weight)
+                for i, (query, texts, row_scores) in enumerate(zip(queries, docs, scores)):
+                    yield f"{pool.source}-{rows[i]}", {"query": query, "docs": texts,
+                                                      "scores": [float(s) for s in row_scores]}
+                logger.info("distillation %s/%s: %d lists of %d docs (%s teacher); %s; %s", split, pool.source,
+                            len(rows), cfg.docs_per_query, cfg.teacher, dict(stats) or "no drops", bad.summary())
