@@ -93,7 +93,7 @@ def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
                               data_args.negative_curriculum)
     evaluator = None
     if data_args.eval_benchmark:
-        from eval import RetrievalEvaluator
+        from eval.retrieval import RetrievalEvaluator
 
         evaluator = RetrievalEvaluator(data_args.eval_benchmark, max_queries=data_args.eval_max_queries)
     trainer = SparseTrainer(model=model, args=training_args, train_dataset=schedule, data_collator=collator,

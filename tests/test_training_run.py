@@ -119,3 +119,35 @@ def test_torchrun_two_ranks_match_one_process_over_the_same_global_batch(setup, 
     assert len(losses("single", 0)) == 3
     assert losses("ddp", 0) == pytest.approx(losses("single", 0), rel=1e-5)
     assert losses("ddp", 1) == pytest.approx(losses("single", 0), rel=1e-5)
+
+
+def write_beir(root, docs, queries, qrels):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "qrels").mkdir(exist_ok=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": "", "text": t}, ensure_ascii=False) + "\n"
+                                               for i, t in docs.items()), encoding="utf-8")
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}, ensure_ascii=False) + "\n"
+                                                for i, t in queries.items()), encoding="utf-8")
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(
+        f"{q}\t{d}\t1\n" for q, d in qrels.items()), encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_evaluation_during_training_keeps_the_best_checkpoint(setup, tmp_path):
+    root, args = setup
+    ko = SENTENCES[0::2]
+    bench = tmp_path / "bench"
+    write_beir(bench, {f"d{i}": t for i, t in enumerate(ko)}, {f"q{i}": t[:8] for i, t in enumerate(ko)},
+               {f"q{i}": f"d{i}" for i in range(len(ko))})
+    out = tmp_path / "out"
+    proc = run([sys.executable, "run_train.py", *args, "--output_dir", str(out), "--max_steps", "4",
+                "--per_device_train_batch_size", "2", "--eval_benchmark", str(bench), "--eval_strategy", "steps",
+                "--eval_steps", "2", "--save_steps", "2", "--metric_for_best_model", "ndcg@10",
+                "--load_best_model_at_end", "true"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = json.load(open(out / "checkpoint-4" / "trainer_state.json"))
+    evals = [l for l in state["log_history"] if "eval_ndcg@10" in l]
+    assert [l["step"] for l in evals] == [2, 4] and all(0 <= l["eval_ndcg@10"] <= 1 for l in evals)
+    best = max(evals, key=lambda l: l["eval_ndcg@10"])
+    assert state["best_model_checkpoint"].endswith(f"checkpoint-{best['step']}")
+    assert state["best_metric"] == pytest.approx(best["eval_ndcg@10"])

@@ -48,6 +48,8 @@ class SparseTrainer(Trainer):
 
     def __init__(self, *args, loss: SparseLoss, evaluator: Optional[Callable[[SparseEncoder], dict]] = None,
                  idf_learning_rate: Optional[float] = None, **kwargs):
+        if evaluator is not None and kwargs.get("eval_dataset") is None:
+            kwargs["eval_dataset"] = evaluator  # what `evaluate` runs on; the Trainer only checks it is set
         super().__init__(*args, **kwargs)
         self.loss = loss
         self.evaluator = evaluator
