@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up and run the main job on the offline default: build data from ../shared/data, train configs/quickstart.yaml
+# on CPU, and evaluate the model against Korean BM25 on held-out KorQuAD articles.
+set -euo pipefail
+cd "$(dirname "$0")"
+DATA_DIR="${DATA_DIR:-../shared/data}"
+if [ ! -d .venv ]; then
+  python3 -m venv .venv
+  . .venv/bin/activate
+  pip install -q --upgrade pip
+  pip install -q torch==2.13.0
+  pip install -q -c <(echo torch==2.13.0) -r requirements.txt
+else
+  . .venv/bin/activate
+fi
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+OUT=data/quickstart
+[ -f "$OUT/triplets/README.md" ] || python -m builders build triplets --data_dir "$DATA_DIR" --output_dir "$OUT/triplets" --max_per_source 400
+[ -f "$OUT/term_pairs/README.md" ] || python -m builders build term_pairs --data_dir "$DATA_DIR" --output_dir "$OUT/term_pairs"
+[ -f "$OUT/benchmarks/korquad-dev-ret/corpus.jsonl" ] || python -m builders build benchmark --config korquad-dev-ret --data_dir "$DATA_DIR" --output_dir "$OUT/benchmarks"
+
+python run_train.py configs/quickstart.yaml "$@"
+python run_eval.py --model outputs/quickstart --benchmark beir:"$OUT/benchmarks/korquad-dev-ret" --baseline bm25 \
+  --max-queries 300 --output outputs/quickstart/eval
