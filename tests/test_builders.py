@@ -200,3 +200,43 @@ def test_triplets_deterministic_for_a_seed(shared_data, tmp_path):
     first = build("a")
     assert build("b") == first
     assert build("c", seed=14) != first
+
+
+class FakeTeacher:
+    """Embeds each term as a fixed unit vector, so the margins are known exactly."""
+
+    def __init__(self, vectors):
+        self.vectors = vectors
+
+    def encode(self, texts, is_query=False, show_progress=False):
+        return np.stack([self.vectors[t] for t in texts]).astype(np.float32)
+
+
+def test_teacher_filter_drops_pairs_no_closer_than_chance():
+    from collections import Counter, defaultdict
+
+    from builders.term_pairs import filter_with_teacher, teacher_margins
+
+    e = np.eye(4)
+    vectors = {"사과": e[0], "apple": e[0], "개": e[1], "dog": e[1], "책": e[2], "noise": e[3]}
+    rows = [{"ko": "사과", "en": "apple", "source": "s"}, {"ko": "개", "en": "dog", "source": "s"},
+            {"ko": "책", "en": "noise", "source": "t"}]
+    teacher = FakeTeacher(vectors)
+    margins = teacher_margins(teacher, [r["ko"] for r in rows], [r["en"] for r in rows], seed=0, background=3)
+    # cos 1 minus mean similarity to the 3 background terms (1/3 each side) for true pairs; 0 - 0 for the noise.
+    np.testing.assert_allclose(margins, [1 - 1 / 3, 1 - 1 / 3, 0.0], atol=1e-6)
+    stats = defaultdict(Counter)
+    kept = filter_with_teacher(rows, teacher, min_margin=0.1, seed=0, stats=stats)
+    assert [r["en"] for r in kept] == ["apple", "dog"]
+    assert stats["t"]["teacher_dropped"] == 1
+
+
+def test_dense_mining_uses_the_teacher():
+    from builders.teacher import DenseTeacher
+
+    corpus = ["고양이는 귀여운 동물이다", "주식 시장이 폭락했다", "강아지는 충성스러운 동물이다", "금리가 올랐다",
+              "축구 경기 결과", "비가 온다"]
+    pool = Pool("toy", ["귀여운 반려동물"], [corpus[0]], corpus, relevant=[{0}])
+    (qi, negatives, difficulty), = mine(pool, Bands(hard=1, medium=0, easy=1, hard_ranks=2, medium_ranks=2),
+                                       np.random.default_rng(0), miner="dense", teacher=DenseTeacher())
+    assert negatives[0] == "강아지는 충성스러운 동물이다" and difficulty == ["hard", "easy"]
