@@ -54,8 +54,10 @@ def prune(matrix: sp.csr_matrix, prune_type: str = "none", prune_ratio: float = 
         np.maximum.at(row_max, row_of, matrix.data)
         keep = (matrix.data / row_max[row_of]).astype(np.float32) >= ratio
     else:
-        # Rank of each entry inside its row: value descending, token id ascending.
-        order = np.lexsort((matrix.indices, -matrix.data, row_of))
+        # Rank of each entry inside its row: value descending, token id ascending. Positive float32 bits order
+        # like the values, so one stable int64 sort on (row, inverted bits) does it (indices are sorted already).
+        inverted = np.uint32(0xFFFFFFFF) - matrix.data.view(np.uint32)
+        order = np.argsort((row_of.astype(np.int64) << 32) | inverted.astype(np.int64), kind="stable")
         rank = np.empty(matrix.nnz, dtype=np.int64)
         rank[order] = np.arange(matrix.nnz) - np.repeat(matrix.indptr[:-1], lengths)
         if prune_type == "top_k":
