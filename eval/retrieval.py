@@ -92,9 +92,10 @@ class RetrievalEvaluator:
     {"ndcg@10", "mrr@10", "recall@10", ..., "avg_query_terms", "avg_doc_terms", "flops"}. The whole corpus is
     encoded on every call (the weights change); keep the benchmark small."""
 
-    def __init__(self, benchmark_dir, k_values: Sequence[int] = (10,), max_queries: Optional[int] = None,
+    def __init__(self, benchmark_dir: "str | Path | Benchmark", k_values: Sequence[int] = (10,), max_queries: Optional[int] = None,
                  split: str = "test", batch_size: int = 32, show_progress_bar: bool = False):
-        self.benchmark = load_beir(benchmark_dir, split=split).subset(max_queries)
+        benchmark = benchmark_dir if isinstance(benchmark_dir, Benchmark) else load_beir(benchmark_dir, split=split)
+        self.benchmark = benchmark.subset(max_queries)
         self.k_values = check_k_values(k_values)
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
