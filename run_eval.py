@@ -31,6 +31,7 @@ def parse_args(argv=None):
     p.add_argument("--k", nargs="+", type=int, default=[1, 10, 100], help="metric cut-offs")
     p.add_argument("--max-queries", type=int, default=None, help="evaluate only the first N queries")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-seq-length", type=int, default=None, help="document token limit (default: the model's)")
     p.add_argument("--latency-queries", type=int, default=100, help="queries timed one by one (0: skip)")
     p.add_argument("--opensearch", action="store_true",
                    help="score as a rank_features field does (Lucene FeatureField rounding of document weights)")
@@ -63,7 +64,9 @@ def main(argv=None) -> int:
     if args.model:
         from training import SparseEncoder
 
-        models = [(Path(m).resolve().name, Path(m), SparseEncoder.from_pretrained(m)) for m in args.model]
+        overrides = {"max_seq_length": args.max_seq_length} if args.max_seq_length else {}
+        models = [(Path(m).resolve().name, Path(m), SparseEncoder.from_pretrained(m, **overrides))
+                  for m in args.model]
     results, activations = {}, {}
     index_options = dict(opensearch=args.opensearch, prune_type=args.prune_type, prune_ratio=args.prune_ratio)
     for bench in benchmarks:
@@ -82,7 +85,8 @@ def main(argv=None) -> int:
 
         pairs = load_term_pairs(args.term_pairs)
         term_results = {name: term_metrics(model, pairs) for name, _, model in models}
-    settings = {"split": args.split, "k": args.k, "max_queries": args.max_queries, **index_options}
+    settings = {"split": args.split, "k": args.k, "max_queries": args.max_queries,
+                "max_seq_length": args.max_seq_length, **index_options}
     paths = write_results(results, output, activations, settings, term_results)
     print(format_table(results))
     if term_results:

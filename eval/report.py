@@ -112,8 +112,9 @@ def write_plots(results: dict, activations: dict, output_dir: Path) -> dict[str,
         if counts:
             fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
             for ax, side in zip(axes, ("query", "doc")):
+                bins = np.histogram_bin_edges(np.concatenate([c[side] for c in counts.values()]), bins=40)
                 for name, sides in counts.items():
-                    ax.hist(sides[side], bins=40, alpha=0.5, label=name)
+                    ax.hist(sides[side], bins=bins, alpha=0.5, label=name)
                 ax.set_title(f"{bench}: active terms per {side}")
                 ax.legend(fontsize=8)
             paths[f"activations:{bench}"] = _save(fig, output_dir / f"activations_{_safe(bench)}.png")
