@@ -3,6 +3,7 @@ inference-free (doc-only) mode, a document encoder paired with an IDF-weighted b
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -15,8 +16,10 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from .pooling import splade_max_pool
+from .fused import mlm_splade_pool
 from .vocab import allowed_vocab_mask, special_token_ids
+
+logger = logging.getLogger(__name__)
 
 SPARSE_CONFIG_NAME = "sparse_config.json"
 IDF_NAME = "idf.json"
@@ -101,6 +104,12 @@ class SparseEncoder(nn.Module):
         self.mlm = mlm
         self.tokenizer = tokenizer
         self.config = config or SparseConfig()
+        limit = max_positions(mlm, tokenizer)
+        if limit is not None and self.config.max_seq_length > limit:
+            logger.warning("max_seq_length %d exceeds the model's %d positions; using %d",
+                           self.config.max_seq_length, limit, limit)
+            self.config.max_seq_length = limit
+            self.config.max_query_length = min(self.config.max_query_length, limit)
         vocab_size = self.vocab_size
         allowed = (allowed_vocab_mask(tokenizer, self.config.allowed_scripts) if self.config.allowed_scripts
                    else torch.ones(len(tokenizer), dtype=torch.bool))
@@ -135,9 +144,11 @@ class SparseEncoder(nn.Module):
         return table
 
     # -------------------------------------------------------------------------------------------------- encoding
+    # Fused vocabulary projection + max (training/fused.py) where the MLM head allows it; False: full logits.
+    fused_pooling = True
+
     def encode_documents(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        logits = self.mlm(input_ids=input_ids, attention_mask=attention_mask).logits
-        return splade_max_pool(logits, attention_mask) * self.output_mask
+        return mlm_splade_pool(self.mlm, input_ids, attention_mask, fused=self.fused_pooling) * self.output_mask
 
     def encode_queries(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.config.mode == "splade":
@@ -233,6 +244,18 @@ class SparseEncoder(nn.Module):
         cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, modules_to_save=[head],
                          target_modules=target_modules or ["query", "key", "value"])
         self.mlm = get_peft_model(self.mlm, cfg)
+
+
+def max_positions(mlm, tokenizer) -> Optional[int]:
+    """Longest input the model can embed (RoBERTa-style models offset positions by padding_idx + 1)."""
+    config = getattr(mlm, "config", None)
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= (config.pad_token_id or 0) + 1
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if tok_limit is not None and tok_limit < 1_000_000:
+        limit = min(limit, tok_limit) if limit is not None else tok_limit
+    return limit
 
 
 def _fit(vector: torch.Tensor, size: int, fill) -> torch.Tensor:
