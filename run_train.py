@@ -88,7 +88,7 @@ def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
 
     schedule = BatchSchedule(sources, training_args.per_device_train_batch_size, training_args.world_size,
                              seed=training_args.data_seed or training_args.seed)
-    collator = SparseCollator(model.tokenizer, data_args.max_seq_length, data_args.max_query_length,
+    collator = SparseCollator(model.tokenizer, model.config.max_seq_length, model.config.max_query_length,
                               data_args.max_term_length, data_args.num_negatives, data_args.num_distill_docs,
                               data_args.negative_curriculum)
     evaluator = None

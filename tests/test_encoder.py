@@ -121,3 +121,10 @@ def test_lora_keeps_head_trainable_and_saves_plain_weights(tiny_model_dir, tmp_p
     assert not list((tmp_path / "lora").glob("adapter_*"))
     reloaded = SparseEncoder.from_pretrained(tmp_path / "lora")
     assert np.allclose(reloaded.encode(TEXTS).matrix.toarray(), before, atol=1e-6)
+
+
+def test_sequence_length_is_capped_at_the_model_positions(tiny_model_dir):
+    model = SparseEncoder.from_pretrained(tiny_model_dir, max_seq_length=4096)
+    assert model.config.max_seq_length == 128
+    emb = model.encode(["서울 " * 400])  # longer than 128 positions: truncated, not a crash
+    assert emb.matrix.shape[0] == 1
