@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 TOKENIZERS_P
 
 OUT=data/quickstart
 [ -f "$OUT/triplets/README.md" ] || python -m builders build triplets --data_dir "$DATA_DIR" --output_dir "$OUT/triplets" --max_per_source 400
-[ -f "$OUT/term_pairs/README.md" ] || python -m builders build term_pairs --data_dir "$DATA_DIR" --output_dir "$OUT/term_pairs"
+[ -f "$OUT/term_pairs/README.md" ] || python -m builders build term_pairs --data_dir "$DATA_DIR" --output_dir "$OUT/term_pairs" --max_per_source 2000
 [ -f "$OUT/benchmarks/korquad-dev-ret/corpus.jsonl" ] || python -m builders build benchmark --config korquad-dev-ret --data_dir "$DATA_DIR" --output_dir "$OUT/benchmarks"
 
 python run_train.py configs/quickstart.yaml "$@"
