@@ -1,0 +1,87 @@
+"""Query latency (p50 / p95, milliseconds) of the exact sparse index (eval.index.SparseIndex) over learned sparse
+document vectors vs bm25s over the same corpus (Korean mecab analysis), at 10k and 100k documents.
+
+    python bench/search_latency.py [--sizes 10000 100000] [--queries 200] [--unique_docs 2000] [--threads 2]
+
+Latency is the index lookup only, one query at a time, top 10: the query is already encoded (sparse model) or
+analysed (BM25), as a search server holds it after its query pipeline. Encoding 100k passages with the neural
+model takes hours on two CPU cores, so the corpus is `unique_docs` Korean passages repeated to the target size,
+for both contenders alike: posting lists grow with corpus size as they would in a real corpus of that make-up."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (TRIMMED_BACKBONE, backbone_dir, load_average, markdown_table, msmarco_pairs,  # noqa: E402
+                          set_threads)
+
+
+def percentiles(times) -> dict:
+    ms = np.asarray(times) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--unique_docs", type=int, default=2000)
+    p.add_argument("--max_length", type=int, default=256)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--k", type=int, default=10)
+    a = p.parse_args()
+    set_threads(a.threads)
+    from builders.bm25 import KoreanBM25
+    from eval.index import SparseIndex
+    from training import SparseEncoder
+
+    print(json.dumps({"load_average_start": load_average()}), flush=True)
+    pairs = msmarco_pairs(a.unique_docs + a.queries)
+    unique = [d for _, d in pairs[:a.unique_docs]]
+    queries = [q for q, _ in pairs[a.unique_docs:]]
+    encoder = SparseEncoder.from_pretrained(backbone_dir(TRIMMED_BACKBONE), max_seq_length=a.max_length)
+    doc_vectors = encoder.encode(unique, batch_size=32).matrix
+    query_vectors = encoder.encode(queries, is_query=True).matrix
+    stats = {"doc_terms": float(np.diff(doc_vectors.indptr).mean()), "query_terms": float(np.diff(query_vectors.indptr).mean())}
+    results = []
+    for size in a.sizes:
+        rows = np.arange(size) % a.unique_docs
+        index = SparseIndex(doc_vectors[rows])
+        times = []
+        for i in range(a.queries):
+            start = time.perf_counter()
+            index.search(query_vectors[i], k=a.k)
+            times.append(time.perf_counter() - start)
+        results.append({"contender": "sparse_index", "docs": size, **percentiles(times),
+                        "mean_query_terms": round(stats["query_terms"], 1), "mean_doc_terms": round(stats["doc_terms"], 1)})
+        print(json.dumps(results[-1]), flush=True)
+
+        bm25 = KoreanBM25("mecab")
+        bm25.index([unique[r] for r in rows])
+        analysed = bm25.analyzer.batch(queries)
+        times = []
+        for terms in analysed:
+            start = time.perf_counter()
+            bm25.retriever.retrieve([terms], k=a.k, show_progress=False, n_threads=1)
+            times.append(time.perf_counter() - start)
+        results.append({"contender": "bm25s", "docs": size, **percentiles(times),
+                        "mean_query_terms": round(float(np.mean([len(t) for t in analysed])), 1)})
+        print(json.dumps(results[-1]), flush=True)
+    print(markdown_table(results, ["contender", "docs", "p50_ms", "p95_ms", "mean_query_terms", "mean_doc_terms"]))
+    summary = {"load_average": load_average()}
+    for size in a.sizes:
+        s, b = [next(r for r in results if r["docs"] == size and r["contender"] == c) for c in ("sparse_index", "bm25s")]
+        summary[f"p50_ratio_vs_bm25s_{size}"] = round(s["p50_ms"] / b["p50_ms"], 3)
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""Training throughput (pairs/second) and peak resident memory: this project's SparseTrainer vs sentence-
+transformers' SparseEncoderTrainer vs a textbook PyTorch loop, on the trimmed and the full-vocabulary backbone.
+
+    python bench/train_throughput.py [--threads 1 2] [--backbones trimmed full] [--steps 15] [--warmup 3]
+
+Every configuration runs in its own process on the same (query, positive) pairs, batch size and maximum length;
+tokenisation and collation happen inside the timed steps for every contender; a step's time is the wall time
+between consecutive optimizer steps, and each row reports the median over the timed steps. Loss for all three:
+in-batch-negative cross-entropy on dot products plus FLOPS regularisation of queries and documents. Prints one
+JSON line per configuration, a Markdown table, and a final summary JSON line.
+`--profile` instead prints a torch.profiler table of one SparseTrainer step."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import (FULL_BACKBONE, TRIMMED_BACKBONE, backbone_dir, load_average, markdown_table, median,  # noqa: E402
+                          msmarco_pairs, peak_rss_mb, run_configs, set_threads)
+
+BACKBONES = {"trimmed": TRIMMED_BACKBONE, "full": FULL_BACKBONE}
+QUERY_FLOPS, DOC_FLOPS, LR = 5e-4, 3e-4, 2e-5
+
+
+class StepTimes:
+    """A TrainerCallback recording the wall time of each optimizer step (data loading included)."""
+
+    def __init__(self):
+        self.times, self.last = [], None
+
+    def __getattr__(self, name):  # every other callback event: nothing to do
+        if name.startswith("on_"):
+            return lambda *a, **k: None
+        raise AttributeError(name)
+
+    def on_train_begin(self, *a, **k):
+        self.last = time.perf_counter()
+
+    def on_step_end(self, *a, **k):
+        now = time.perf_counter()
+        self.times.append(now - self.last)
+        self.last = now
+
+
+def run_sparse_trainer(model_dir, pairs, a, tmp):
+    from run_train import build_trainer
+
+    data = Path(tmp) / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"query": q, "positive": p}, ensure_ascii=False) + "\n" for q, p in pairs),
+                    encoding="utf-8")
+    argv = ["--model_name_or_path", model_dir, "--train_file", str(data), "--output_dir", str(Path(tmp) / "out"),
+            "--per_device_train_batch_size", str(a.batch), "--max_steps", str(a.warmup + a.steps),
+            "--max_seq_length", str(a.max_length), "--max_query_length", str(a.max_length), "--num_negatives", "0",
+            "--flops_query_weight", str(QUERY_FLOPS), "--flops_doc_weight", str(DOC_FLOPS), "--learning_rate", str(LR),
+            "--save_strategy", "no", "--report_to", "none", "--logging_steps", "1000", "--disable_tqdm", "true",
+            "--optim", a.optim, "--dataloader_num_workers", str(a.workers)]
+    trainer, _ = build_trainer(argv)
+    trainer.model.fused_pooling = a.pooling == "fused"
+    timer = StepTimes()
+    trainer.add_callback(timer)
+    if a.profile:
+        trainer.add_callback(ProfileOneStep(a.warmup))
+    trainer.train()
+    return timer.times
+
+
+class ProfileOneStep(StepTimes):
+    """Profiles the step after the warm-up and prints the ops that dominate it."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step, self.prof = step, None
+
+    def on_step_end(self, args, state, *a, **k):
+        from torch.profiler import ProfilerActivity, profile
+
+        if state.global_step == self.step:
+            self.prof = profile(activities=[ProfilerActivity.CPU], record_shapes=True)
+            self.prof.__enter__()
+        elif self.prof is not None:
+            self.prof.__exit__(None, None, None)
+            print(self.prof.key_averages().table(sort_by="cpu_time_total", row_limit=25), file=sys.stderr)
+            print(self.prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20), file=sys.stderr)
+            self.prof = None
+
+
+def run_sentence_transformers(model_dir, pairs, a, tmp):
+    from datasets import Dataset
+    from sentence_transformers.sparse_encoder import (SparseEncoder, SparseEncoderTrainer,
+                                                      SparseEncoderTrainingArguments)
+    from sentence_transformers.sparse_encoder.losses import SparseMultipleNegativesRankingLoss, SpladeLoss
+    from sentence_transformers.sparse_encoder.models import MLMTransformer, SpladePooling
+
+    mlm = MLMTransformer(model_dir, max_seq_length=a.max_length)
+    model = SparseEncoder(modules=[mlm, SpladePooling("max", activation_function="relu")])
+    loss = SpladeLoss(model, SparseMultipleNegativesRankingLoss(model), query_regularizer_weight=QUERY_FLOPS,
+                      document_regularizer_weight=DOC_FLOPS)
+    dataset = Dataset.from_dict({"query": [q for q, _ in pairs], "positive": [p for _, p in pairs]})
+    args = SparseEncoderTrainingArguments(
+        output_dir=str(Path(tmp) / "out"), per_device_train_batch_size=a.batch, max_steps=a.warmup + a.steps,
+        learning_rate=LR, save_strategy="no", report_to="none", logging_steps=1000, disable_tqdm=True, use_cpu=True)
+    timer = StepTimes()
+    trainer = SparseEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[timer])
+    trainer.train()
+    return timer.times
+
+
+def run_textbook(model_dir, pairs, a, tmp):
+    """What a user writes from the SPLADE paper: full logits, log1p∘relu, mask, max; one AdamW step."""
+    import torch
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForMaskedLM.from_pretrained(model_dir).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR)
+
+    def encode(texts):
+        f = tok(texts, padding=True, truncation=True, max_length=a.max_length, return_tensors="pt")
+        logits = model(input_ids=f["input_ids"], attention_mask=f["attention_mask"]).logits
+        return (torch.log1p(torch.relu(logits)) * f["attention_mask"].unsqueeze(-1)).amax(dim=1)
+
+    times = []
+    for step in range(a.warmup + a.steps):
+        start = time.perf_counter()
+        batch = pairs[step * a.batch:(step + 1) * a.batch]
+        q, d = encode([x for x, _ in batch]), encode([y for _, y in batch])
+        scores = q @ d.T
+        loss = torch.nn.functional.cross_entropy(scores, torch.arange(len(batch)))
+        loss = loss + QUERY_FLOPS * (q.mean(0) ** 2).sum() + DOC_FLOPS * (d.mean(0) ** 2).sum()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+CONTENDERS = {"sparse_trainer": run_sparse_trainer, "sentence_transformers": run_sentence_transformers,
+              "textbook": run_textbook}
+
+
+def worker(a) -> dict:
+    set_threads(a.threads)
+    model_dir = backbone_dir(BACKBONES[a.backbone])
+    pairs = msmarco_pairs(a.batch * (a.warmup + a.steps))
+    with tempfile.TemporaryDirectory() as tmp:
+        times = CONTENDERS[a.contender](model_dir, pairs, a, tmp)
+    timed = times[a.warmup:]
+    step = median(timed)
+    from transformers import AutoConfig
+
+    result = {"contender": a.contender, "backbone": a.backbone, "vocab": AutoConfig.from_pretrained(model_dir).vocab_size,
+              "threads": a.threads, "batch_pairs": a.batch, "max_length": a.max_length, "timed_steps": len(timed),
+              "step_s": round(step, 4), "pairs_per_s": round(a.batch / step, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
+    if a.contender == "sparse_trainer":
+        result.update(pooling=a.pooling, optim=a.optim, workers=a.workers)
+    return result
+
+
+def summary(results: list[dict], threads: int) -> dict:
+    def get(contender, backbone, **kw):
+        for r in results:
+            if (r.get("contender"), r.get("backbone"), r.get("threads")) == (contender, backbone, threads) \
+                    and "error" not in r and all(r.get(k) == v for k, v in kw.items()):
+                return r
+        return None
+
+    out = {"threads": threads, "load_average": load_average()}
+    ours = get("sparse_trainer", "trimmed", pooling="fused", optim="adamw_torch_fused", workers=0)
+    st_trim, st_full = get("sentence_transformers", "trimmed"), get("sentence_transformers", "full")
+    if ours and st_trim:
+        out["speedup_vs_st"] = round(st_trim["step_s"] / ours["step_s"], 3)
+    if ours and st_full:
+        out["default_speedup_vs_st"] = round(st_full["step_s"] / ours["step_s"], 3)
+        out["default_memory_ratio_vs_st"] = round(ours["peak_rss_mb"] / st_full["peak_rss_mb"], 3)
+    ours_full = get("sparse_trainer", "full", pooling="fused", optim="adamw_torch_fused", workers=0)
+    if ours_full and st_full:
+        out["full_vocab_speedup_vs_st"] = round(st_full["step_s"] / ours_full["step_s"], 3)
+        out["full_vocab_memory_ratio_vs_st"] = round(ours_full["peak_rss_mb"] / st_full["peak_rss_mb"], 3)
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--contender", choices=list(CONTENDERS), default="sparse_trainer")
+    p.add_argument("--backbone", choices=list(BACKBONES), default="trimmed")
+    p.add_argument("--threads", type=int, nargs="+", default=[2])
+    p.add_argument("--backbones", nargs="+", default=["trimmed", "full"])
+    p.add_argument("--contenders", nargs="+", default=list(CONTENDERS))
+    p.add_argument("--ablations", action="store_true",
+                   help="also run SparseTrainer with max-first pooling (no fusion), non-fused AdamW, a loader worker")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--max_length", type=int, default=64)
+    p.add_argument("--steps", type=int, default=15)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--pooling", choices=["fused", "max_first"], default="fused")
+    p.add_argument("--optim", default="adamw_torch_fused")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--profile", action="store_true")
+    a = p.parse_args()
+    if a.worker or a.profile:
+        a.threads = a.threads[0]
+        print(json.dumps(worker(a)), flush=True)
+        return
+    configs = []
+    for threads in a.threads:
+        for backbone in a.backbones:
+            for contender in a.contenders:
+                configs.append({"contender": contender, "backbone": backbone, "threads": threads})
+            if a.ablations and backbone == "trimmed" and "sparse_trainer" in a.contenders:
+                for ablation in ({"pooling": "max_first"}, {"optim": "adamw_torch"}, {"workers": 1}):
+                    configs.append({"contender": "sparse_trainer", "backbone": backbone, "threads": threads, **ablation})
+    extra = [f"--batch={a.batch}", f"--max_length={a.max_length}", f"--steps={a.steps}", f"--warmup={a.warmup}"]
+    print(json.dumps({"load_average_start": load_average()}), flush=True)
+    results = run_configs(__file__, configs, extra)
+    print(markdown_table(results, ["contender", "backbone", "vocab", "threads", "pooling", "optim", "workers",
+                                   "step_s", "pairs_per_s", "peak_rss_mb"]))
+    print(json.dumps(summary(results, max(a.threads))), flush=True)
+
+
+if __name__ == "__main__":
+    main()
