@@ -29,7 +29,7 @@ def batch_encoder(contender, model_dir, a, tmp):
 
     if contender == "sentence_transformers":
         from sentence_transformers.sparse_encoder import SparseEncoder as STSparseEncoder
-        from sentence_transformers.sparse_encoder.models import MLMTransformer, SpladePooling
+        from sentence_transformers.sparse_encoder.modules import MLMTransformer, SpladePooling
 
         model = STSparseEncoder(modules=[MLMTransformer(model_dir, max_seq_length=a.max_length),
                                          SpladePooling("max", activation_function="relu")], device="cpu")
