@@ -132,3 +132,12 @@ def test_collator_shapes_masks_and_negative_curriculum():
     terms = collate([{"task": "term_pairs", "records": [{"ko": "검색", "en": "search"}], "progress": 0.0,
                       "seed": (0, 0, 0), "offset": 0}])
     assert terms["ko_input_ids"].shape == (1, 16) and terms["en_input_ids"].shape == (1, 16)
+
+
+@pytest.mark.parametrize("name", ["quickstart", "klue-roberta-base", "multilingual-doc-only"])
+def test_shipped_configs_parse(name):
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.yaml")
+    model, data, loss, train, _ = parse_config([path], {"use_cpu": True})
+    assert model.model_name_or_path and (data.dataset_name or data.train_file) and train.output_dir
