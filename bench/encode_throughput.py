@@ -51,13 +51,20 @@ def batch_encoder(contender, model_dir, a, tmp):
                 return traced({"input_ids": f["input_ids"], "attention_mask": f["attention_mask"]})["output"]
         return run
     if contender == "onnx":
-        from deploy.onnx_export import export_onnx, run_onnx
+        import onnxruntime as ort
+
+        from deploy.onnx_export import OUTPUT_NAME, export_onnx
 
         path = export_onnx(encoder, Path(tmp) / "onnx")
+        options = ort.SessionOptions()  # one session, as a server holds it
+        options.intra_op_num_threads = a.threads
+        options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
         def run(texts):
-            f = encoder.tokenize(texts)
-            return run_onnx(path, f["input_ids"].numpy(), f["attention_mask"].numpy())
+            f = encoder.tokenize(texts, max_length=a.max_length)
+            return session.run([OUTPUT_NAME], {"input_ids": f["input_ids"].numpy(),
+                                               "attention_mask": f["attention_mask"].numpy()})[0]
         return run
     raise ValueError(contender)
 
