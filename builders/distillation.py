@@ -18,7 +18,7 @@ from builders.bm25 import KoreanBM25
 from builders.mining import Pool
 from builders.schemas import DISTILLATION
 from builders.teacher import E5_LOGIT_SCALE
-from builders.triplets import EVAL_SOURCES, read_pools, user_pool
+from builders.triplets import EVAL_SOURCES, query_splits, read_pools, user_pool
 
 logger = logging.getLogger(__name__)
 TEACHERS = ("dense", "bm25", "ensemble")
@@ -78,14 +78,7 @@ class Distillation(ToolkitBuilder):
     DESCRIPTION = __doc__
 
     def _split_generators(self, dl_manager):
-        cfg = self.config
-        shards = list(cfg.active_sources()) + [f"jsonl:{p}" for p in cfg.extra_jsonl]
-        eval_shards = [s for s in cfg.active_sources() if s in EVAL_SOURCES]
-        splits = [datasets.SplitGenerator(name="train", gen_kwargs={"shards": shards, "split": "train"})]
-        if eval_shards:
-            splits.append(datasets.SplitGenerator(name="validation",
-                                                  gen_kwargs={"shards": eval_shards, "split": "eval"}))
-        return splits
+        return query_splits(self.config)
 
     def _generate_examples(self, shards, split):
         cfg = self.config

@@ -129,6 +129,17 @@ def user_pool(path: str, bad: BadRecords) -> Pool:
     return _pair_pool(os.path.splitext(os.path.basename(path))[0], pairs)
 
 
+def query_splits(cfg) -> list:
+    """Train over every active source (plus the user's JSONL shards); validation over the eval sources' held-out
+    queries. Shared by the triplet and distillation builders, which follow the same splits."""
+    shards = list(cfg.active_sources()) + [f"jsonl:{p}" for p in cfg.extra_jsonl]
+    eval_shards = [s for s in cfg.active_sources() if s in EVAL_SOURCES]
+    splits = [datasets.SplitGenerator(name="train", gen_kwargs={"shards": shards, "split": "train"})]
+    if eval_shards:
+        splits.append(datasets.SplitGenerator(name="validation", gen_kwargs={"shards": eval_shards, "split": "eval"}))
+    return splits
+
+
 @dataclass
 class TripletsConfig(ToolkitConfig):
     """Mining: `miner` bm25 | dense, `analyzer` mecab | bigram, negatives per band and band limits (`Bands`),
@@ -161,14 +172,7 @@ class Triplets(ToolkitBuilder):
     DESCRIPTION = __doc__
 
     def _split_generators(self, dl_manager):
-        cfg = self.config
-        shards = list(cfg.active_sources()) + [f"jsonl:{p}" for p in cfg.extra_jsonl]
-        eval_shards = [s for s in cfg.active_sources() if s in EVAL_SOURCES]
-        splits = [datasets.SplitGenerator(name="train", gen_kwargs={"shards": shards, "split": "train"})]
-        if eval_shards:
-            splits.append(datasets.SplitGenerator(name="validation",
-                                                  gen_kwargs={"shards": eval_shards, "split": "eval"}))
-        return splits
+        return query_splits(self.config)
 
     def _generate_examples(self, shards, split):
         cfg = self.config
