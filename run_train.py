@@ -83,6 +83,8 @@ def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
             max_seq_length=data_args.max_seq_length, max_query_length=data_args.max_query_length)
     for s in sources:
         logger.info("source %s: %d %s records", s.name, len(s.records), s.task)
+    if model_args.freeze_layers:
+        model.freeze_bottom_layers(model_args.freeze_layers)
     if model_args.use_lora:
         model.add_lora(model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout)
 

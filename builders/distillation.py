@@ -50,8 +50,10 @@ def teacher_scores(kind: str, queries, doc_texts: list[list[str]], bm25_scores: 
     if kind == "bm25":
         return bm25_scores
     q = teacher.encode(queries, is_query=True, show_progress=True)
-    flat = [d for docs in doc_texts for d in docs]
-    d = teacher.encode(flat, is_query=False, show_progress=True).reshape(len(queries), -1, q.shape[1])
+    unique = list(dict.fromkeys(d for docs in doc_texts for d in docs))  # lists share documents: encode each once
+    vectors = teacher.encode(unique, is_query=False, show_progress=True)
+    row = {text: i for i, text in enumerate(unique)}
+    d = vectors[[[row[t] for t in docs] for docs in doc_texts]]
     cosine = np.einsum("nd,nkd->nk", q, d)
     if kind == "dense":
         return cosine * dense_scale

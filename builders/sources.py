@@ -80,6 +80,8 @@ SOURCES = {s.name: s for s in [
             "https://huggingface.co/datasets/miracl/miracl/resolve/main/miracl-v1.0-ko/qrels/qrels.miracl-v1.0-ko-dev.tsv",
             "miracl_ko/corpus": "https://huggingface.co/datasets/miracl/miracl-corpus/tree/main/miracl-corpus-v1.0-ko"}),
 ]}
+# the cross-lingual MS MARCO pools read the same files
+SOURCES["msmarco_koen"] = SOURCES["msmarco_enko"] = SOURCES["msmarco_ko"]
 
 
 def locate(data_dir: str | None, source: str, relpath: str) -> str:

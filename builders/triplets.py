@@ -24,9 +24,9 @@ from builders.sources import locate
 
 logger = logging.getLogger(__name__)
 
-TRIPLET_SOURCES = ("korquad", "msmarco_ko", "chatbot_qa", "question_pair", "korsts", "klue_sts", "parallel_news",
-                   "parallel_jhe")
-EVAL_SOURCES = ("korquad", "msmarco_ko")
+TRIPLET_SOURCES = ("korquad", "msmarco_ko", "msmarco_koen", "msmarco_enko", "chatbot_qa", "question_pair", "korsts",
+                   "klue_sts", "parallel_news", "parallel_jhe")
+EVAL_SOURCES = ("korquad", "msmarco_ko", "msmarco_koen", "msmarco_enko")
 USER_PAIR = {"query": str, "positive": str}
 MIN_STS_SCORE = 4.0
 
@@ -51,6 +51,8 @@ def _read_pools(name: str, split: str, data_dir: str | None, bad: BadRecords) ->
         index = {t: i for i, t in enumerate(corpus)}
         return [Pool(name, [r["query"] for r in recs], [r["positive"][0] for r in recs], corpus,
                      relevant=[{index[p] for p in r["positive"]} for r in recs])]
+    if name in ("msmarco_koen", "msmarco_enko"):
+        return [_msmarco_cross_pool(name, split, data_dir, bad)]
     if name in ("parallel_news", "parallel_jhe"):
         return _parallel_pools(name, data_dir, bad)
     return [_pair_pool(name, list(_pairs(name, data_dir, bad)))]
@@ -121,6 +123,23 @@ def _parallel_pools(name: str, data_dir: str | None, bad: BadRecords) -> list[Po
     same = [{i} for i in range(len(ko))]
     return [Pool(f"{name}:ko-en", ko, en, en, search_corpus=ko, relevant=same),
             Pool(f"{name}:en-ko", en, ko, ko, search_corpus=en, relevant=same)]
+
+
+def _msmarco_cross_pool(name: str, split: str, data_dir: str | None, bad: BadRecords) -> Pool:
+    """MS MARCO across languages (koen: Korean query -> English passage; enko the reverse). Negatives are mined
+    with the query's language over the query-language passages, and their translations are emitted."""
+    query_lang, doc_lang = ("kor", "eng") if name == "msmarco_koen" else ("eng", "kor")
+    docs_by_id = {r["id"]: r["positive"] for r in msmarco(data_dir, doc_lang, split, bad)}
+    recs = [r for r in msmarco(data_dir, query_lang, split, bad)
+            if len(docs_by_id.get(r["id"], ())) == len(r["positive"])]
+    search, corpus = {}, []
+    for r in recs:
+        for same, translated in zip(r["positive"], docs_by_id[r["id"]]):
+            if same not in search:
+                search[same] = len(corpus)
+                corpus.append(translated)
+    return Pool(name, [r["query"] for r in recs], [docs_by_id[r["id"]][0] for r in recs], corpus,
+                search_corpus=list(search), relevant=[{search[p] for p in r["positive"]} for r in recs])
 
 
 def user_pool(path: str, bad: BadRecords) -> Pool:

@@ -130,11 +130,23 @@ class SparseIndex:
         scores = np.zeros((n, k), dtype=np.float32)
         if k == 0:
             return indices, scores
+        if n == 1:  # a search server's case: one query, walk its posting lists
+            indices[0], scores[0] = top_k(self._postings_scores(queries)[None, :], k)
+            return indices, scores
         batch_size = batch_size or max(1, _BLOCK_FLOATS // max(1, self.num_docs))
         for start in range(0, n, batch_size):
             block = np.asarray((queries[start:start + batch_size] @ self._docs_t).toarray(), dtype=np.float32)
             indices[start:start + len(block)], scores[start:start + len(block)] = top_k(block, k)
         return indices, scores
+
+    def _postings_scores(self, query: sp.csr_matrix) -> np.ndarray:
+        """Scores of one query by summing the posting lists of its terms (as an inverted index does): the work is
+        the total length of those lists, not a sparse matrix product with its per-call set-up."""
+        t = self._docs_t
+        starts, lengths = t.indptr[query.indices], np.diff(t.indptr)[query.indices]
+        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths - starts, lengths)
+        weights = t.data[offsets] * np.repeat(query.data, lengths)
+        return np.bincount(t.indices[offsets], weights, minlength=self.num_docs).astype(np.float32)
 
     def _check(self, queries) -> sp.csr_matrix:
         queries = sp.csr_matrix(queries)
@@ -152,12 +164,15 @@ def top_k(scores: np.ndarray, k: int):
     if k < m:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         kth = scores[rows, part].min(axis=1, keepdims=True)
-        greater = scores > kth
-        equal = scores == kth
-        # Of the documents tied with the k-th score, take the lowest indices that still fit.
-        room = k - greater.sum(axis=1, keepdims=True)
-        take = greater | (equal & (np.cumsum(equal, axis=1) <= room))
-        cols = np.nonzero(take)[1].reshape(n, k)
+        if n == 1 and np.count_nonzero(scores == kth) == np.count_nonzero(scores[rows, part] == kth):
+            cols = part  # no document outside the partition ties the k-th score: nothing to arbitrate
+        else:
+            greater = scores > kth
+            equal = scores == kth
+            # Of the documents tied with the k-th score, take the lowest indices that still fit.
+            room = k - greater.sum(axis=1, keepdims=True)
+            take = greater | (equal & (np.cumsum(equal, axis=1) <= room))
+            cols = np.nonzero(take)[1].reshape(n, k)
     else:
         cols = np.broadcast_to(np.arange(m), (n, m))
     vals = scores[rows, cols]

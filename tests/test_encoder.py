@@ -110,6 +110,29 @@ def test_trainable_idf_gets_gradient(tiny_model_dir):
     assert model.idf.grad is not None and model.idf.grad.sum() == 3  # 추천, 시스, ##템
 
 
+def test_freeze_bottom_layers_stops_backward_but_not_the_values(tiny_model_dir):
+    torch.manual_seed(0)
+    model = SparseEncoder.from_pretrained(tiny_model_dir).train()
+    batch = model.tokenize(TEXTS)
+    features = {"doc_input_ids": batch["input_ids"], "doc_attention_mask": batch["attention_mask"]}
+    model.eval()
+    before = model(**features)["doc"]
+    model.freeze_bottom_layers(1)
+    seen = []
+    model.mlm.base_model.encoder.layer[1].register_forward_pre_hook(lambda m, args: seen.append(args[0].requires_grad))
+    after = model(**features)["doc"]
+    assert seen == [False]  # backward ends at the frozen layers' output
+    assert torch.equal(before, after)
+    after.sum().backward()
+    base = model.mlm.base_model
+    assert all(p.grad is None for p in base.encoder.layer[0].parameters())
+    assert base.embeddings.position_embeddings.weight.grad is None
+    assert all(p.grad is not None for p in base.encoder.layer[1].parameters())
+    assert base.embeddings.word_embeddings.weight.grad is not None  # tied vocabulary projection still learns
+    with pytest.raises(ValueError, match="layers"):
+        model.freeze_bottom_layers(len(base.encoder.layer) + 1)
+
+
 def test_lora_keeps_head_trainable_and_saves_plain_weights(tiny_model_dir, tmp_path):
     model = SparseEncoder.from_pretrained(tiny_model_dir)
     before = model.encode(TEXTS).matrix.toarray()

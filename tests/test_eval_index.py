@@ -32,6 +32,23 @@ def test_search_equals_brute_force(opensearch):
     np.testing.assert_allclose(index.scores(queries), brute, rtol=1e-6)
 
 
+@pytest.mark.parametrize("opensearch", [False, True])
+def test_single_query_posting_lists_equal_brute_force(opensearch):
+    """One query at a time takes the posting-list path; ties (duplicated documents) still go to the lower index."""
+    rng = np.random.default_rng(1)
+    docs = _random_sparse(rng, 300, 400, 0.04)
+    docs = sp.vstack([docs[:30], docs], format="csr")
+    queries = _random_sparse(rng, 40, 400, 0.05)
+    index = SparseIndex(docs, opensearch=opensearch)
+    dense_docs = feature_field_round(docs.toarray()) if opensearch else docs.toarray()
+    brute = queries.toarray().astype(np.float64) @ dense_docs.T.astype(np.float64)
+    for i in range(queries.shape[0]):
+        indices, scores = index.search(queries[i], k=7)
+        expected = np.argsort(-brute[i], kind="stable")[:7]
+        np.testing.assert_array_equal(indices[0], expected)
+        np.testing.assert_allclose(scores[0], brute[i, expected], rtol=1e-6)
+
+
 def test_top_k_ties_and_short_rows():
     block = np.array([[1, 3, 3, 2, 3], [0, 0, 0, 0, 0]], dtype=np.float32)
     cols, vals = top_k(block, 2)

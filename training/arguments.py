@@ -26,6 +26,8 @@ class ModelArguments:
     idf_file: Optional[str] = field(default=None, metadata={"help": "idf.json for doc_only queries / FLOPS weighting"})
     trainable_idf: bool = False
     idf_learning_rate: Optional[float] = None
+    freeze_layers: int = field(default=0, metadata={
+        "help": "freeze the embeddings and this many bottom transformer layers (faster steps on a small budget)"})
     use_lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32

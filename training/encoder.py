@@ -235,6 +235,23 @@ class SparseEncoder(nn.Module):
             idf = load_idf(idf_file, tokenizer, mlm.get_output_embeddings().weight.shape[0], config.default_idf)
         return cls(mlm, tokenizer, config, idf=idf, trainable_idf=trainable_idf)
 
+    def freeze_bottom_layers(self, n: int) -> None:
+        """Train only the top of the backbone: the position/type embeddings and the first `n` transformer layers
+        get no gradient, and the n-th layer's output is detached so backward stops there. The word embeddings stay
+        trainable (they are usually tied to the vocabulary projection, which SPLADE learns most in). Saves about
+        the frozen share of the backward pass: what makes a CPU training budget go further."""
+        base = self.mlm.base_model
+        layers = base.encoder.layer
+        if not 0 < n <= len(layers):
+            raise ValueError(f"freeze_layers={n}: the backbone has {len(layers)} layers")
+        words = base.embeddings.word_embeddings.weight
+        for module in (base.embeddings, *layers[:n]):
+            for p in module.parameters():
+                if p is not words:
+                    p.requires_grad_(False)
+        layers[n - 1].register_forward_hook(
+            lambda module, args, out: out.detach() if torch.is_tensor(out) else (out[0].detach(), *out[1:]))
+
     def add_lora(self, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules=None) -> None:
         """Wrap the MLM with PEFT LoRA; the MLM head stays fully trainable (LoRA on attention leaves the
         vocabulary projection untouched, and that projection is what SPLADE learns most in)."""
