@@ -52,8 +52,10 @@ def test_cli_trains_logs_parts_and_saves_a_loadable_model(setup, tmp_path):
     root, args = setup
     out = tmp_path / "out"
     proc = run([sys.executable, "run_train.py", *args, "--output_dir", str(out), "--max_steps", "3",
-                "--per_device_train_batch_size", "4", "--save_strategy", "no"])
+                "--per_device_train_batch_size", "4", "--save_strategy", "no", "--report_to", "tensorboard",
+                "--freeze_layers", "1"])
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list(tmp_path.rglob("events.out.tfevents*")), "no TensorBoard events written"
     for name in ("sparse_config.json", "model.safetensors", "tokenizer.json", "train_config.yaml"):
         assert (out / name).is_file(), name
     model = SparseEncoder.from_pretrained(out)

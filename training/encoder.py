@@ -46,6 +46,10 @@ class SparseConfig:
         if self.mode not in MODES:
             raise ValueError(f"sparse mode must be one of {MODES}, got {self.mode!r}")
 
+    def to_json_string(self) -> str:
+        """As transformers' configs have: Trainer callbacks (TensorBoard) log the model config through it."""
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False)
+
     @classmethod
     def load(cls, path) -> "SparseConfig":
         data = json.loads(Path(path).read_text(encoding="utf-8"))
