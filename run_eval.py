@@ -50,6 +50,8 @@ def parse_args(argv=None):
     p.add_argument("--prune-type", default="none", choices=["none", "max_ratio", "top_k", "alpha_mass", "abs_value"],
                    help="document pruning of OpenSearch's sparse_encoding ingest processor")
     p.add_argument("--prune-ratio", type=float, default=0.0)
+    p.add_argument("--two-phase-ratio", type=float, default=0.0,
+                   help="search as OpenSearch's neural_sparse_two_phase_processor with this prune ratio (e.g. 0.4)")
     p.add_argument("--term-pairs", help="term pairs (JSONL, parquet, or a `builders` export folder) for term metrics")
     p.add_argument("--no-cache", action="store_true", help="do not read or write cached corpus encodings")
     args = p.parse_args(argv)
@@ -62,6 +64,8 @@ def parse_args(argv=None):
             p.error("--hybrid needs a --model or --baseline dense to fuse with BM25")
         if "bm25" not in args.baseline:
             args.baseline = ["bm25", *args.baseline]
+    if not 0 <= args.two_phase_ratio < 1:
+        p.error(f"--two-phase-ratio must be in [0, 1), got {args.two_phase_ratio}")
     weights = args.hybrid_weights
     if not all(0 <= w <= 1 for w in weights) or abs(sum(weights) - 1) > 0.01:  # OpenSearch's ScoreCombinationUtil
         p.error(f"--hybrid-weights must each be in [0, 1] and sum to 1 (as OpenSearch requires), got {weights}")
@@ -89,7 +93,8 @@ def main(argv=None) -> int:
         models = [(Path(m).resolve().name, Path(m), SparseEncoder.from_pretrained(m, **overrides))
                   for m in args.model]
     results, activations = {}, {}
-    index_options = dict(opensearch=args.opensearch, prune_type=args.prune_type, prune_ratio=args.prune_ratio)
+    index_options = dict(opensearch=args.opensearch, prune_type=args.prune_type, prune_ratio=args.prune_ratio,
+                         two_phase_ratio=args.two_phase_ratio)
     hybrid_depth = max(*args.k, HYBRID_MIN_DEPTH) if args.hybrid else 0
     for bench in benchmarks:
         results[bench.name], activations[bench.name], runs = {}, {}, {}

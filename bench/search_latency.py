@@ -1,5 +1,7 @@
 """Query latency (p50 / p95, milliseconds) of the exact sparse index (eval.index.SparseIndex) over learned sparse
-document vectors vs bm25s over the same corpus (Korean mecab analysis), at 10k and 100k documents.
+document vectors, and of the same index searched in two phases as OpenSearch's neural_sparse_two_phase_processor
+does (`--two_phase_ratio`, with its top-k overlap with exact search), vs bm25s over the same corpus (Korean mecab
+analysis), at 10k and 100k documents.
 
     python bench/search_latency.py [--model DIR] [--sizes 10000 100000] [--queries 200] [--unique_docs 2000]
 
@@ -41,6 +43,7 @@ def main():
     p.add_argument("--max_length", type=int, default=256)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--k", type=int, default=10)
+    p.add_argument("--two_phase_ratio", type=float, default=0.4, help="OpenSearch's two-phase default prune ratio")
     a = p.parse_args()
     set_threads(a.threads)
     from builders.bm25 import KoreanBM25
@@ -71,6 +74,17 @@ def main():
         results.append({"contender": "sparse_index", "docs": size, **percentiles(times),
                         "mean_query_terms": round(stats["query_terms"], 1), "mean_doc_terms": round(stats["doc_terms"], 1)})
         print(json.dumps(results[-1]), flush=True)
+        exact = [index.search(query_vectors[i], k=a.k)[0][0] for i in range(a.queries)]
+        two_phase = SparseIndex(doc_vectors[rows], two_phase_ratio=a.two_phase_ratio)
+        times, overlap = [], []
+        for i in range(a.queries):
+            start = time.perf_counter()
+            found = two_phase.search(query_vectors[i], k=a.k)[0][0]
+            times.append(time.perf_counter() - start)
+            overlap.append(len(set(found) & set(exact[i])) / a.k)
+        results.append({"contender": f"sparse_index_two_phase_{a.two_phase_ratio}", "docs": size, **percentiles(times),
+                        "top_k_overlap_with_exact": round(float(np.mean(overlap)), 4)})
+        print(json.dumps(results[-1]), flush=True)
 
         bm25 = KoreanBM25("mecab")
         bm25.retriever.index([analysed_docs[r] for r in rows], show_progress=False)  # = bm25.index(corpus)
@@ -84,11 +98,14 @@ def main():
         results.append({"contender": "bm25s", "docs": size, **percentiles(times),
                         "mean_query_terms": round(float(np.mean([len(t) for t in analysed])), 1)})
         print(json.dumps(results[-1]), flush=True)
-    print(markdown_table(results, ["contender", "docs", "p50_ms", "p95_ms", "mean_query_terms", "mean_doc_terms"]))
+    print(markdown_table(results, ["contender", "docs", "p50_ms", "p95_ms", "mean_query_terms", "mean_doc_terms",
+                                   "top_k_overlap_with_exact"]))
     summary = {"model": a.model or TRIMMED_BACKBONE, "load_average": load_average()}
     for size in a.sizes:
         s, b = [next(r for r in results if r["docs"] == size and r["contender"] == c) for c in ("sparse_index", "bm25s")]
+        two = next(r for r in results if r["docs"] == size and r["contender"].startswith("sparse_index_two_phase"))
         summary[f"p50_ratio_vs_bm25s_{size}"] = round(s["p50_ms"] / b["p50_ms"], 3)
+        summary[f"two_phase_p50_ratio_vs_bm25s_{size}"] = round(two["p50_ms"] / b["p50_ms"], 3)
     print(json.dumps(summary), flush=True)
 
 

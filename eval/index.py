@@ -100,10 +100,21 @@ def _alpha_mass_keep(data, order, rank, row_of, lengths, alpha, rows_per_block: 
 class SparseIndex:
     """Exact top-k by inner product over documents [n_docs, vocab]. `opensearch=True` stores document weights as
     a rank_features field does (FeatureField rounding) and accumulates each query's products in double, as Lucene's
-    disjunction scorer sums its clauses, before returning float32 scores. Ties: lower document index first (Lucene's order)."""
+    disjunction scorer sums its clauses, before returning float32 scores. Ties: lower document index first (Lucene's order).
+
+    `two_phase_ratio > 0` searches as OpenSearch's `neural_sparse_two_phase_processor` does: the query terms
+    weighing at least ratio x its largest weight find the top k x `expansion_rate` documents (at most
+    `max_window_size`), and only those are rescored with the whole query. Approximate, and much faster for the long
+    expanded queries of learned sparse models."""
 
     def __init__(self, documents: sp.spmatrix, opensearch: bool = False, prune_type: str = "none",
-                 prune_ratio: float = 0.0):
+                 prune_ratio: float = 0.0, two_phase_ratio: float = 0.0, expansion_rate: float = 5.0,
+                 max_window_size: int = 10_000):
+        if not 0.0 <= two_phase_ratio < 1.0:
+            raise ValueError(f"two_phase_ratio must be in [0, 1), got {two_phase_ratio}")
+        if expansion_rate < 1.0 or max_window_size < 1:
+            raise ValueError("expansion_rate must be >= 1 and max_window_size >= 1")
+        self.two_phase = (two_phase_ratio, expansion_rate, max_window_size)
         docs = prune(sp.csr_matrix(documents, dtype=np.float32), prune_type, prune_ratio)
         if opensearch:
             docs.data = feature_field_round(docs.data)
@@ -130,6 +141,10 @@ class SparseIndex:
         scores = np.zeros((n, k), dtype=np.float32)
         if k == 0:
             return indices, scores
+        if self.two_phase[0] > 0:
+            for i in range(n):
+                indices[i], scores[i] = self._two_phase_search(queries[i], k)
+            return indices, scores
         if n == 1:  # a search server's case: one query, walk its posting lists
             indices[0], scores[0] = top_k(self._postings_scores(queries)[None, :], k)
             return indices, scores
@@ -147,6 +162,19 @@ class SparseIndex:
         offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths - starts, lengths)
         weights = t.data[offsets] * np.repeat(query.data, lengths)
         return np.bincount(t.indices[offsets], weights, minlength=self.num_docs).astype(np.float32)
+
+    def _two_phase_search(self, query: sp.csr_matrix, k: int):
+        ratio, expansion_rate, max_window = self.two_phase
+        high = query.data >= query.data.max(initial=0) * ratio
+        first = query.copy()  # eliminate_zeros works in place: never on arrays shared with the caller's query
+        first.data = first.data * high
+        first.eliminate_zeros()
+        window = min(self.num_docs, max(k, min(int(k * expansion_rate), max_window)))
+        candidates, _ = top_k(self._postings_scores(first)[None, :], window)
+        candidates = candidates[0]
+        full = (self.documents[candidates].astype(self._docs_t.dtype) @ query.T).toarray().ravel()
+        order = np.lexsort((candidates, -full.astype(np.float32)))[:k]
+        return candidates[order], full[order].astype(np.float32)
 
     def _check(self, queries) -> sp.csr_matrix:
         queries = sp.csr_matrix(queries)

@@ -49,6 +49,33 @@ def test_single_query_posting_lists_equal_brute_force(opensearch):
         np.testing.assert_allclose(scores[0], brute[i, expected], rtol=1e-6)
 
 
+def test_two_phase_search_rescores_the_pruned_query_window():
+    """Phase one ranks by the query terms >= ratio x max weight, phase two rescores its top k x rate with all terms."""
+    rng = np.random.default_rng(2)
+    docs = _random_sparse(rng, 400, 300, 0.05)
+    queries = _random_sparse(rng, 30, 300, 0.08)
+    ratio, rate, k = 0.5, 3.0, 5
+    index = SparseIndex(docs, two_phase_ratio=ratio, expansion_rate=rate)
+    dense_docs = docs.toarray().astype(np.float64)
+    approximate = 0
+    for i in range(queries.shape[0]):
+        q = queries[i].toarray().ravel().astype(np.float64)
+        first = np.where(q >= q.max() * ratio, q, 0) @ dense_docs.T
+        window = np.argsort(-first, kind="stable")[:int(k * rate)]
+        full = dense_docs[window] @ q
+        expected = window[np.lexsort((window, -full))][:k]
+        indices, scores = index.search(queries[i], k=k)
+        np.testing.assert_array_equal(indices[0], expected)
+        np.testing.assert_allclose(scores[0], dense_docs[expected] @ q, rtol=1e-6)
+        approximate += not np.array_equal(expected, np.argsort(-(dense_docs @ q), kind="stable")[:k])
+    assert approximate > 0  # the window really cuts: this is not exact search under another name
+    exact = SparseIndex(docs).search(queries, k=k)[0]
+    np.testing.assert_array_equal(SparseIndex(docs, two_phase_ratio=0.5, expansion_rate=100).search(queries, k=k)[0],
+                                  exact)  # a window over the whole corpus is exact
+    with pytest.raises(ValueError, match="two_phase_ratio"):
+        SparseIndex(docs, two_phase_ratio=1.0)
+
+
 def test_top_k_ties_and_short_rows():
     block = np.array([[1, 3, 3, 2, 3], [0, 0, 0, 0, 0]], dtype=np.float32)
     cols, vals = top_k(block, 2)
