@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from training.data import load_split
 from training.vocab import token_scripts
 
 from .index import SparseIndex, prune
@@ -40,7 +41,7 @@ def load_term_pairs(path, split: str = "test") -> list[dict]:
     if path.suffix == ".parquet":
         ds = datasets.load_dataset("parquet", data_files=str(path), split="train")
     else:
-        ds = datasets.load_dataset(str(path), "term_pairs", split=split)
+        ds = load_split(str(path), "term_pairs", split)
     return [{"ko": r["ko"], "en": r["en"]} for r in ds]
 
 

@@ -141,3 +141,23 @@ def test_shipped_configs_parse(name):
     path = os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.yaml")
     model, data, loss, train, _ = parse_config([path], {"use_cpu": True})
     assert model.model_name_or_path and (data.dataset_name or data.train_file) and train.output_dir
+
+
+def _export(folder, rows):
+    import pandas as pd
+
+    (folder / "term_pairs").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_parquet(folder / "term_pairs" / "train-00000-of-00001.parquet")
+
+
+def test_builder_folders_with_the_same_name_never_share_a_cache(tmp_path):
+    """`datasets` caches a folder by name and file patterns: two exports both called term_pairs collided."""
+    from training.data import load_split
+
+    first, second = tmp_path / "a" / "term_pairs", tmp_path / "b" / "term_pairs"
+    _export(first, [{"ko": "검색", "en": "search"}])
+    _export(second, [{"ko": "추천", "en": "recommend"}, {"ko": "서울", "en": "seoul"}])
+    assert load_split(str(first), "term_pairs")["ko"] == ["검색"]
+    assert load_split(str(second), "term_pairs")["ko"] == ["추천", "서울"]
+    _export(first, [{"ko": "데이터", "en": "data"}])  # rebuilt in place
+    assert load_split(str(first), "term_pairs")["ko"] == ["데이터"]

@@ -5,8 +5,10 @@ Every batch holds one task, and under DDP every rank gets a slice of the same gl
 same losses on same-shaped tensors (the sparse vectors are gathered across ranks before the loss)."""
 from __future__ import annotations
 
+import glob
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -107,11 +109,23 @@ def read_jsonl(path, task: Optional[str] = None) -> tuple[str, list[dict]]:
     return task, records
 
 
-def read_dataset(name: str, config: Optional[str] = None, split: str = "train", task: Optional[str] = None):
-    """A `datasets` source (a builders output folder or a hub id), validated row by row like a JSONL file."""
+def load_split(name: str, config: Optional[str] = None, split: str = "train"):
+    """One split of a `builders` output folder (its `<config>/<split>-*.parquet` files), or any other `datasets` source.
+
+    A local folder is loaded through its files' absolute paths: `datasets` (5.2) caches a folder by its name, config
+    and file patterns, so two folders both called `term_pairs` would share one cache and the second would silently
+    return the first one's rows."""
     import datasets
 
-    ds = datasets.load_dataset(name, config, split=split)
+    files = sorted(glob.glob(os.path.join(os.path.abspath(name), config or "", f"{split}-*.parquet")))
+    if not (os.path.isdir(name) and files):
+        return datasets.load_dataset(name, config, split=split)
+    return datasets.load_dataset("parquet", data_files={split: files}, split=split)
+
+
+def read_dataset(name: str, config: Optional[str] = None, split: str = "train", task: Optional[str] = None):
+    """A `datasets` source (a builders output folder or a hub id), validated row by row like a JSONL file."""
+    ds = load_split(name, config, split)
     label = f"{name}" + (f"[{config}]" if config else "") + f"/{split}"
     records = ds.to_list()
     if not records:
