@@ -98,7 +98,7 @@ def main(argv=None) -> int:
     hybrid_depth = max(*args.k, HYBRID_MIN_DEPTH) if args.hybrid else 0
     for bench in benchmarks:
         results[bench.name], activations[bench.name], runs = {}, {}, {}
-        cache = None if args.no_cache else output / "cache" / bench.name
+        cache = None if args.no_cache else output / "cache"  # keyed by model and texts: benchmarks share corpora
         for name in args.baseline:
             if name == "dense":
                 name = DenseBaseline.name

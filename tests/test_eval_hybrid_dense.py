@@ -101,7 +101,7 @@ def test_run_eval_dense_and_hybrid(tmp_path, tiny_model_dir, capsys):
     table = capsys.readouterr().out
     assert f"bm25+{model}" in table and dense in table
     assert "hybrid_weights" in (tmp_path / "out" / "report.md").read_text()
-    cached = sorted(p.name.split("-")[1] for p in (tmp_path / "out" / "cache" / "b").glob("dense-*.npy"))
+    cached = sorted(p.name.split("-")[1] for p in (tmp_path / "out" / "cache").glob("dense-*.npy"))
     assert cached == ["corpus", "queries"]
 
     # A weight of 0 leaves the other sub-query's order (min_max is monotone), then unmatched docs by index: the

@@ -75,11 +75,11 @@ def test_run_eval_end_to_end(tmp_path, tiny_model_dir, capsys):
     assert (out / "report.md").read_text().startswith("# Retrieval evaluation")
     for png in ("metrics_tiny-ret.png", "activations_tiny-ret.png", "languages_tiny-ret.png"):
         assert (out / png).stat().st_size > 1000
-    cached = sorted((out / "cache" / "tiny-ret").glob("*.npz"))
+    cached = sorted((out / "cache").glob("*.npz"))
     assert [p.name.split("-")[0] for p in cached] == ["corpus", "queries"]
     mtimes = [p.stat().st_mtime_ns for p in cached]
     assert run_eval.main(argv[:7] + ["--output", str(out), "--latency-queries", "0"]) == 0
-    assert [p.stat().st_mtime_ns for p in sorted((out / "cache" / "tiny-ret").glob("*.npz"))] == mtimes
+    assert [p.stat().st_mtime_ns for p in sorted((out / "cache").glob("*.npz"))] == mtimes
 
 
 def test_run_eval_baseline_only_and_usage_errors(tmp_path, capsys):
