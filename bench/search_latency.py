@@ -34,6 +34,11 @@ def percentiles(times) -> dict:
     return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p95_ms": round(float(np.percentile(ms, 95)), 3)}
 
 
+def postings(index_t: sp.csr_matrix, term_ids) -> int:
+    """Posting-list entries a query walks: the work of an inverted index, whatever its implementation."""
+    return int(np.diff(index_t.indptr)[np.asarray(term_ids, dtype=np.int64)].sum())
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="trained model folder (default: the untrained trimmed backbone)")
@@ -71,19 +76,25 @@ def main():
             start = time.perf_counter()
             index.search(query_vectors[i], k=a.k)
             times.append(time.perf_counter() - start)
+        walked = [postings(index._docs_t, query_vectors[i].indices) for i in range(a.queries)]
         results.append({"contender": "sparse_index", "docs": size, **percentiles(times),
-                        "mean_query_terms": round(stats["query_terms"], 1), "mean_doc_terms": round(stats["doc_terms"], 1)})
+                        "mean_query_terms": round(stats["query_terms"], 1), "mean_doc_terms": round(stats["doc_terms"], 1),
+                        "mean_postings": round(float(np.mean(walked)))})
         print(json.dumps(results[-1]), flush=True)
         exact = [index.search(query_vectors[i], k=a.k)[0][0] for i in range(a.queries)]
         two_phase = SparseIndex(doc_vectors[rows], two_phase_ratio=a.two_phase_ratio)
-        times, overlap = [], []
+        times, overlap, walked = [], [], []
         for i in range(a.queries):
+            q = query_vectors[i]
+            walked.append(postings(index._docs_t, q.indices[q.data >= q.data.max(initial=0) * a.two_phase_ratio]))
             start = time.perf_counter()
             found = two_phase.search(query_vectors[i], k=a.k)[0][0]
             times.append(time.perf_counter() - start)
             overlap.append(len(set(found) & set(exact[i])) / a.k)
         results.append({"contender": f"sparse_index_two_phase_{a.two_phase_ratio}", "docs": size, **percentiles(times),
-                        "top_k_overlap_with_exact": round(float(np.mean(overlap)), 4)})
+                        "mean_query_terms": round(float(np.mean([(query_vectors[i].data >= query_vectors[i].data.max(
+                            initial=0) * a.two_phase_ratio).sum() for i in range(a.queries)])), 1),
+                        "mean_postings": round(float(np.mean(walked))), "top_k_overlap_with_exact": round(float(np.mean(overlap)), 4)})
         print(json.dumps(results[-1]), flush=True)
 
         bm25 = KoreanBM25("mecab")
@@ -95,11 +106,16 @@ def main():
             start = time.perf_counter()
             bm25.retriever.retrieve([terms], k=a.k, show_progress=False, n_threads=1)
             times.append(time.perf_counter() - start)
+        scores = bm25.retriever.scores  # bm25s's CSC index: one column of scores per term
+        term_index = sp.csr_matrix((scores["data"], scores["indices"], scores["indptr"]),
+                                   shape=(len(scores["indptr"]) - 1, scores["num_docs"]))
+        walked = [postings(term_index, bm25.retriever.get_tokens_ids(t)) for t in analysed]
         results.append({"contender": "bm25s", "docs": size, **percentiles(times),
-                        "mean_query_terms": round(float(np.mean([len(t) for t in analysed])), 1)})
+                        "mean_query_terms": round(float(np.mean([len(t) for t in analysed])), 1),
+                        "mean_postings": round(float(np.mean(walked)))})
         print(json.dumps(results[-1]), flush=True)
     print(markdown_table(results, ["contender", "docs", "p50_ms", "p95_ms", "mean_query_terms", "mean_doc_terms",
-                                   "top_k_overlap_with_exact"]))
+                                   "mean_postings", "top_k_overlap_with_exact"]))
     summary = {"model": a.model or TRIMMED_BACKBONE, "load_average": load_average()}
     for size in a.sizes:
         s, b = [next(r for r in results if r["docs"] == size and r["contender"] == c) for c in ("sparse_index", "bm25s")]
