@@ -53,6 +53,10 @@ def parse_args(argv=None):
     p.add_argument("--two-phase-ratio", type=float, default=0.0,
                    help="search as OpenSearch's neural_sparse_two_phase_processor with this prune ratio (e.g. 0.4)")
     p.add_argument("--term-pairs", help="term pairs (JSONL, parquet, or a `builders` export folder) for term metrics")
+    p.add_argument("--doc-only-idf", metavar="IDF_JSON",
+                   help="also evaluate each model as an inference-free one (row <name>-idf-queries): its document "
+                        "encoder with IDF-weighted bag-of-tokens queries (`python -m builders idf` writes the file)")
+    p.add_argument("--cache-dir", help="cached encodings (default: <output>/cache)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write cached corpus encodings")
     args = p.parse_args(argv)
     if not args.model and not args.baseline:
@@ -92,13 +96,18 @@ def main(argv=None) -> int:
         overrides = {"max_seq_length": args.max_seq_length} if args.max_seq_length else {}
         models = [(Path(m).resolve().name, Path(m), SparseEncoder.from_pretrained(m, **overrides))
                   for m in args.model]
+        if args.doc_only_idf:
+            models += [(f"{Path(m).resolve().name}-idf-queries", Path(m),
+                        SparseEncoder.from_pretrained(m, mode="doc_only", idf_file=args.doc_only_idf, **overrides))
+                       for m in args.model]
     results, activations = {}, {}
     index_options = dict(opensearch=args.opensearch, prune_type=args.prune_type, prune_ratio=args.prune_ratio,
                          two_phase_ratio=args.two_phase_ratio)
     hybrid_depth = max(*args.k, HYBRID_MIN_DEPTH) if args.hybrid else 0
     for bench in benchmarks:
         results[bench.name], activations[bench.name], runs = {}, {}, {}
-        cache = None if args.no_cache else output / "cache"  # keyed by model and texts: benchmarks share corpora
+        # keyed by model and texts: benchmarks share corpora, a model's splade and idf-queries rows its documents
+        cache = None if args.no_cache else Path(args.cache_dir or output / "cache")
         for name in args.baseline:
             if name == "dense":
                 name = DenseBaseline.name
@@ -121,7 +130,8 @@ def main(argv=None) -> int:
         from eval.terms import load_term_pairs, term_metrics
 
         pairs = load_term_pairs(args.term_pairs)
-        term_results = {name: term_metrics(model, pairs) for name, _, model in models}
+        term_results = {name: term_metrics(model, pairs) for name, _, model in models
+                        if model.config.mode == "splade"}  # the idf-queries rows share the document encoder
     settings = {"split": args.split, "k": args.k, "max_queries": args.max_queries,
                 "max_seq_length": args.max_seq_length, **index_options}
     if args.hybrid:

@@ -68,6 +68,9 @@ def encode_cached(model, texts: Sequence[str], cache_dir: Optional[Path], is_que
     return matrix
 
 
+QUERY_ONLY_CONFIG = ("mode", "max_query_length", "default_idf")
+
+
 def _cache_key(model, texts: Sequence[str], is_query: bool, model_dir: Optional[Path]) -> str:
     h = hashlib.sha256()
     if model_dir is not None:  # the saved weights: names, sizes and mtimes identify a checkpoint cheaply
@@ -78,7 +81,11 @@ def _cache_key(model, texts: Sequence[str], is_query: bool, model_dir: Optional[
     else:  # an in-memory model: hash its parameters
         for p in model.state_dict().values():
             h.update(p.detach().cpu().numpy().tobytes())
-    h.update(json.dumps(asdict(model.config), sort_keys=True).encode())
+    config = asdict(model.config)
+    if not is_query:  # the query side's settings do not change a document's vector
+        for name in QUERY_ONLY_CONFIG:
+            config.pop(name, None)
+    h.update(json.dumps(config, sort_keys=True).encode())
     h.update(b"query" if is_query else b"doc")
     for t in texts:
         h.update(t.encode("utf-8"))

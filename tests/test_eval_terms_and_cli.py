@@ -90,3 +90,38 @@ def test_run_eval_baseline_only_and_usage_errors(tmp_path, capsys):
     assert set(results["b"]) == {"bm25", "bm25-bigram"}
     with pytest.raises(SystemExit):
         run_eval.main(["--benchmark", f"beir:{bench}"])
+
+
+def test_run_eval_doc_only_idf_queries(tmp_path, tiny_model_dir):
+    """The -idf-queries row ranks by the model's document vectors against bag-of-tokens x IDF queries (computed
+    here from the tokenizer and the file), and reuses the splade row's cached document encodings."""
+    from eval.beir import load_beir
+    from eval.retrieval import evaluate_run
+    from training import SparseEncoder
+
+    bench = write_beir(tmp_path / "tiny-ret")
+    model = SparseEncoder.from_pretrained(tiny_model_dir)
+    vocab = model.tokenizer.get_vocab()
+    idf = {tok: 1.0 + (i % 5) / 2 for i, tok in enumerate(sorted(vocab)) if i % 3}  # the rest default to 1.0
+    (tmp_path / "idf.json").write_text(json.dumps(idf, ensure_ascii=False))
+    out = tmp_path / "out"
+    assert run_eval.main(["--model", str(tiny_model_dir), "--benchmark", f"beir:{bench}", "--doc-only-idf",
+                          str(tmp_path / "idf.json"), "--output", str(out), "--cache-dir", str(tmp_path / "c"),
+                          "--latency-queries", "0"]) == 0
+    got = json.loads((out / "results.json").read_text())["tiny-ret"][f"{tiny_model_dir.name}-idf-queries"]
+
+    benchmark = load_beir(bench)
+    docs = model.encode(benchmark.corpus_texts).matrix.toarray()
+    specials = set(model.tokenizer.all_special_ids)
+    id_to_token = {i: t for t, i in vocab.items()}
+    queries = np.zeros((len(benchmark.query_texts), docs.shape[1]))
+    for row, text in enumerate(benchmark.query_texts):
+        for i in set(model.tokenizer(text)["input_ids"]) - specials:
+            queries[row, i] = idf.get(id_to_token[i], 1.0)
+    scores = queries @ docs.T
+    order = np.lexsort((np.broadcast_to(np.arange(docs.shape[0]), scores.shape), -scores), axis=1)
+    expected = evaluate_run(benchmark, order, [1, 10, 100])
+    for key in ("ndcg@10", "mrr@10", "recall@1"):
+        assert got[key] == pytest.approx(expected[key])
+    assert len(list((tmp_path / "c").glob("corpus-*.npz"))) == 1
+    assert len(list((tmp_path / "c").glob("queries-*.npz"))) == 2
