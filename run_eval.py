@@ -53,6 +53,8 @@ def parse_args(argv=None):
     p.add_argument("--two-phase-ratio", type=float, default=0.0,
                    help="search as OpenSearch's neural_sparse_two_phase_processor with this prune ratio (e.g. 0.4)")
     p.add_argument("--term-pairs", help="term pairs (JSONL, parquet, or a `builders` export folder) for term metrics")
+    p.add_argument("--query-top-k", type=int, default=None,
+                   help="keep each model query's N largest weights (as a client may send OpenSearch fewer tokens)")
     p.add_argument("--doc-only-idf", metavar="IDF_JSON",
                    help="also evaluate each model as an inference-free one (row <name>-idf-queries): its document "
                         "encoder with IDF-weighted bag-of-tokens queries (`python -m builders idf` writes the file)")
@@ -68,6 +70,8 @@ def parse_args(argv=None):
             p.error("--hybrid needs a --model or --baseline dense to fuse with BM25")
         if "bm25" not in args.baseline:
             args.baseline = ["bm25", *args.baseline]
+    if args.query_top_k is not None and args.query_top_k < 1:
+        p.error(f"--query-top-k must be >= 1, got {args.query_top_k}")
     if not 0 <= args.two_phase_ratio < 1:
         p.error(f"--two-phase-ratio must be in [0, 1), got {args.two_phase_ratio}")
     weights = args.hybrid_weights
@@ -119,7 +123,8 @@ def main(argv=None) -> int:
             results[bench.name][name], activations[bench.name][name] = metrics, counts
         for name, path, model in models:
             metrics, counts, runs[name] = run_model(model, bench, args.k, cache, path, args.batch_size,
-                                                    args.latency_queries, depth=hybrid_depth, **index_options)
+                                                    args.latency_queries, depth=hybrid_depth,
+                                                    query_top_k=args.query_top_k, **index_options)
             results[bench.name][name], activations[bench.name][name] = metrics, counts
         if args.hybrid:
             for name in [n for n in runs if n not in BASELINES]:
@@ -133,7 +138,7 @@ def main(argv=None) -> int:
         term_results = {name: term_metrics(model, pairs) for name, _, model in models
                         if model.config.mode == "splade"}  # the idf-queries rows share the document encoder
     settings = {"split": args.split, "k": args.k, "max_queries": args.max_queries,
-                "max_seq_length": args.max_seq_length, **index_options}
+                "max_seq_length": args.max_seq_length, "query_top_k": args.query_top_k, **index_options}
     if args.hybrid:
         settings.update(hybrid_weights=args.hybrid_weights, hybrid_depth=hybrid_depth)
     paths = write_results(results, output, activations, settings, term_results)

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from .baselines import BM25Baseline, DenseBaseline, dense_search
 from .beir import Benchmark
 from .hybrid import fuse_min_max
-from .index import SparseIndex
+from .index import SparseIndex, prune
 from .retrieval import encode_cached, evaluate_run
 from .stats import active_terms, sparsity_stats
 
@@ -36,12 +36,15 @@ def evaluate_sparse(benchmark: Benchmark, queries: sp.csr_matrix, documents: sp.
 
 def run_model(model, benchmark: Benchmark, k_values: Sequence[int], cache_dir: Optional[Path] = None,
               model_dir: Optional[Path] = None, batch_size: int = 32, latency_queries: int = 100, depth: int = 0,
-              **index_options):
-    """Encode the corpus (cached) and the queries, then evaluate_sparse."""
+              query_top_k: Optional[int] = None, **index_options):
+    """Encode the corpus (cached) and the queries (each cut to its `query_top_k` largest weights, as a client
+    may send fewer tokens to OpenSearch), then evaluate_sparse."""
     docs = encode_cached(model, benchmark.corpus_texts, cache_dir, model_dir=model_dir, batch_size=batch_size)
     queries = encode_cached(model, benchmark.query_texts, cache_dir, is_query=True, model_dir=model_dir,
                             batch_size=batch_size)
-    encode_one = lambda text: model.encode([text], is_query=True).matrix  # noqa: E731
+    cut = (lambda m: prune(m, "top_k", query_top_k)) if query_top_k else (lambda m: m)  # noqa: E731
+    queries = cut(queries)
+    encode_one = lambda text: cut(model.encode([text], is_query=True).matrix)  # noqa: E731
     return evaluate_sparse(benchmark, queries, docs, k_values, encode_one, tokenizer=model.tokenizer,
                            latency_queries=latency_queries, depth=depth, **index_options)
 

@@ -125,3 +125,29 @@ def test_run_eval_doc_only_idf_queries(tmp_path, tiny_model_dir):
         assert got[key] == pytest.approx(expected[key])
     assert len(list((tmp_path / "c").glob("corpus-*.npz"))) == 1
     assert len(list((tmp_path / "c").glob("queries-*.npz"))) == 2
+
+
+def test_run_eval_query_top_k(tmp_path, tiny_model_dir):
+    """--query-top-k 2 ranks with each query's two largest weights only (kept here with numpy)."""
+    from eval.beir import load_beir
+    from eval.retrieval import evaluate_run
+    from training import SparseEncoder
+
+    bench = write_beir(tmp_path / "tiny-ret")
+    out = tmp_path / "out"
+    assert run_eval.main(["--model", str(tiny_model_dir), "--benchmark", f"beir:{bench}", "--query-top-k", "2",
+                          "--output", str(out), "--latency-queries", "0"]) == 0
+    got = json.loads((out / "results.json").read_text())["tiny-ret"][tiny_model_dir.name]
+
+    model, benchmark = SparseEncoder.from_pretrained(tiny_model_dir), load_beir(bench)
+    docs = model.encode(benchmark.corpus_texts).matrix.toarray()
+    queries = model.encode(benchmark.query_texts, is_query=True).matrix.toarray()
+    cut = np.zeros_like(queries)
+    for row, top in enumerate(np.argsort(-queries, axis=1, kind="stable")[:, :2]):
+        cut[row, top] = queries[row, top]
+    scores = cut.astype(np.float64) @ docs.T
+    order = np.lexsort((np.broadcast_to(np.arange(docs.shape[0]), scores.shape), -scores), axis=1)
+    expected = evaluate_run(benchmark, order, [1, 10, 100])
+    assert got["avg_query_terms"] == pytest.approx(2.0)
+    for key in ("ndcg@10", "mrr@10", "recall@1"):
+        assert got[key] == pytest.approx(expected[key])
