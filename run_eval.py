@@ -52,6 +52,8 @@ def parse_args(argv=None):
     p.add_argument("--prune-ratio", type=float, default=0.0)
     p.add_argument("--two-phase-ratio", type=float, default=0.0,
                    help="search as OpenSearch's neural_sparse_two_phase_processor with this prune ratio (e.g. 0.4)")
+    p.add_argument("--n-postings", type=int, default=None,
+                   help="keep each term's N highest-weighted documents, as an OpenSearch sparse_vector (SEISMIC) field")
     p.add_argument("--term-pairs", help="term pairs (JSONL, parquet, or a `builders` export folder) for term metrics")
     p.add_argument("--query-top-k", type=int, default=None,
                    help="keep each model query's N largest weights (as a client may send OpenSearch fewer tokens)")
@@ -72,6 +74,8 @@ def parse_args(argv=None):
             args.baseline = ["bm25", *args.baseline]
     if args.query_top_k is not None and args.query_top_k < 1:
         p.error(f"--query-top-k must be >= 1, got {args.query_top_k}")
+    if args.n_postings is not None and args.n_postings < 1:
+        p.error(f"--n-postings must be >= 1, got {args.n_postings}")
     if not 0 <= args.two_phase_ratio < 1:
         p.error(f"--two-phase-ratio must be in [0, 1), got {args.two_phase_ratio}")
     weights = args.hybrid_weights
@@ -106,7 +110,7 @@ def main(argv=None) -> int:
                        for m in args.model]
     results, activations = {}, {}
     index_options = dict(opensearch=args.opensearch, prune_type=args.prune_type, prune_ratio=args.prune_ratio,
-                         two_phase_ratio=args.two_phase_ratio)
+                         two_phase_ratio=args.two_phase_ratio, n_postings=args.n_postings)
     hybrid_depth = max(*args.k, HYBRID_MIN_DEPTH) if args.hybrid else 0
     for bench in benchmarks:
         results[bench.name], activations[bench.name], runs = {}, {}, {}
