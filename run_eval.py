@@ -139,8 +139,8 @@ def main(argv=None) -> int:
         from eval.terms import load_term_pairs, term_metrics
 
         pairs = load_term_pairs(args.term_pairs)
-        term_results = {name: term_metrics(model, pairs) for name, _, model in models
-                        if model.config.mode == "splade"}  # the idf-queries rows share the document encoder
+        # not the idf-queries rows: term metrics read the document encoder, which they share
+        term_results = {name: term_metrics(model, pairs) for name, _, model in models[:len(args.model)]}
     settings = {"split": args.split, "k": args.k, "max_queries": args.max_queries,
                 "max_seq_length": args.max_seq_length, "query_top_k": args.query_top_k, **index_options}
     if args.hybrid:

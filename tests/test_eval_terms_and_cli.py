@@ -104,11 +104,14 @@ def test_run_eval_doc_only_idf_queries(tmp_path, tiny_model_dir):
     vocab = model.tokenizer.get_vocab()
     idf = {tok: 1.0 + (i % 5) / 2 for i, tok in enumerate(sorted(vocab)) if i % 3}  # the rest default to 1.0
     (tmp_path / "idf.json").write_text(json.dumps(idf, ensure_ascii=False))
-    out = tmp_path / "out"
+    out, pairs = tmp_path / "out", tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in PAIRS))
     assert run_eval.main(["--model", str(tiny_model_dir), "--benchmark", f"beir:{bench}", "--doc-only-idf",
                           str(tmp_path / "idf.json"), "--output", str(out), "--cache-dir", str(tmp_path / "c"),
-                          "--latency-queries", "0"]) == 0
-    got = json.loads((out / "results.json").read_text())["tiny-ret"][f"{tiny_model_dir.name}-idf-queries"]
+                          "--latency-queries", "0", "--term-pairs", str(pairs)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["term_pairs"]) == [tiny_model_dir.name]  # one document encoder, one set of term metrics
+    got = results["tiny-ret"][f"{tiny_model_dir.name}-idf-queries"]
 
     benchmark = load_beir(bench)
     docs = model.encode(benchmark.corpus_texts).matrix.toarray()
