@@ -162,14 +162,13 @@ class SparseIndex:
             indices[start:start + len(block)], scores[start:start + len(block)] = top_k(block, k)
         return indices, scores
 
-    def _postings_scores(self, query: sp.csr_matrix) -> np.ndarray:
+    def _postings_scores(self, query: sp.csr_matrix, dtype=np.float32) -> np.ndarray:
         """Scores of one query by summing the posting lists of its terms (as an inverted index does): the work is
         the total length of those lists, not a sparse matrix product with its per-call set-up."""
         t = self._docs_t
-        starts, lengths = t.indptr[query.indices], np.diff(t.indptr)[query.indices]
-        offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths - starts, lengths)
+        offsets, lengths = _row_offsets(t.indptr, query.indices)
         weights = t.data[offsets] * np.repeat(query.data, lengths)
-        return np.bincount(t.indices[offsets], weights, minlength=self.num_docs).astype(np.float32)
+        return np.bincount(t.indices[offsets], weights, minlength=self.num_docs).astype(dtype, copy=False)
 
     def _two_phase_search(self, query: sp.csr_matrix, k: int):
         ratio, expansion_rate, max_window = self.two_phase
@@ -178,11 +177,20 @@ class SparseIndex:
         first.data = first.data * high
         first.eliminate_zeros()
         window = min(self.num_docs, max(k, min(int(k * expansion_rate), max_window)))
-        candidates, _ = top_k(self._postings_scores(first)[None, :], window)
+        candidates, _ = top_k(self._postings_scores(first, np.float64)[None, :], window)  # candidates only: no cast
         candidates = candidates[0]
-        full = (self.documents[candidates].astype(self._docs_t.dtype) @ query.T).toarray().ravel()
+        full = self._rescore(candidates, query)
         order = np.lexsort((candidates, -full.astype(np.float32)))[:k]
         return candidates[order], full[order].astype(np.float32)
+
+    def _rescore(self, candidates: np.ndarray, query: sp.csr_matrix) -> np.ndarray:
+        """Whole-query scores of a few documents from their stored vectors (a forward index), in float64."""
+        d = self.documents
+        offsets, lengths = _row_offsets(d.indptr, candidates)
+        dense_query = np.zeros(d.shape[1])
+        dense_query[query.indices] = query.data
+        products = d.data[offsets].astype(np.float64) * dense_query[d.indices[offsets]]
+        return np.bincount(np.repeat(np.arange(len(candidates)), lengths), products, minlength=len(candidates))
 
     def _check(self, queries) -> sp.csr_matrix:
         queries = sp.csr_matrix(queries)
@@ -190,6 +198,12 @@ class SparseIndex:
             raise ValueError(f"queries have {queries.shape[1]} columns but the index vocabulary has "
                              f"{self.documents.shape[1]}: were they encoded by the same model?")
         return queries.astype(self._docs_t.dtype)
+
+
+def _row_offsets(indptr: np.ndarray, rows: np.ndarray):
+    """(positions in data/indices of the entries of `rows` of a CSR matrix, in row order; each row's length)."""
+    starts, lengths = indptr[rows], np.diff(indptr)[rows]
+    return np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths - starts, lengths), lengths
 
 
 def top_k(scores: np.ndarray, k: int):
@@ -200,8 +214,14 @@ def top_k(scores: np.ndarray, k: int):
     if k < m:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         kth = scores[rows, part].min(axis=1, keepdims=True)
-        if n == 1 and np.count_nonzero(scores == kth) == np.count_nonzero(scores[rows, part] == kth):
-            cols = part  # no document outside the partition ties the k-th score: nothing to arbitrate
+        if n == 1:  # one query (a search server's case): index arithmetic, no cumulative sum over the corpus
+            row, threshold = scores[0], kth[0, 0]
+            ties = np.flatnonzero(row == threshold)
+            if len(ties) == np.count_nonzero(row[part[0]] == threshold):
+                cols = part  # no document outside the partition ties the k-th score: nothing to arbitrate
+            else:  # of the documents tied with the k-th score, the lowest indices that still fit
+                greater = np.flatnonzero(row > threshold)
+                cols = np.concatenate([greater, ties[:k - len(greater)]])[None, :]
         else:
             greater = scores > kth
             equal = scores == kth

@@ -81,6 +81,13 @@ def test_top_k_ties_and_short_rows():
     cols, vals = top_k(block, 2)
     np.testing.assert_array_equal(cols, [[1, 2], [0, 1]])
     np.testing.assert_array_equal(vals, [[3, 3], [0, 0]])
+    rng = np.random.default_rng(4)
+    for row in rng.integers(0, 4, size=(200, 30)).astype(np.float32):  # one row, many ties around the k-th score
+        for k in (1, 5, 12):
+            cols, vals = top_k(row[None, :], k)
+            expected = np.lexsort((np.arange(30), -row))[:k]  # score descending, then lower column
+            np.testing.assert_array_equal(cols[0], expected)
+            np.testing.assert_array_equal(vals[0], row[expected])
     index = SparseIndex(sp.csr_matrix(np.eye(3, dtype=np.float32)))
     cols, _ = index.search(sp.csr_matrix(np.ones((1, 3), dtype=np.float32)), k=10)
     np.testing.assert_array_equal(cols, [[0, 1, 2]])  # k capped at the corpus size
