@@ -39,6 +39,23 @@ def postings(index_t: sp.csr_matrix, term_ids) -> int:
     return int(np.diff(index_t.indptr)[np.asarray(term_ids, dtype=np.int64)].sum())
 
 
+def time_sparse(index, queries, walked_terms, k: int, exact=None):
+    """Search one query at a time after a warm-up: (p50/p95, mean query terms, posting entries walked, top-k overlap
+    with `exact` when given), and the documents found."""
+    for q in queries[:5]:
+        index.search(q, k=k)
+    times, found = [], []
+    for q in queries:
+        start = time.perf_counter()
+        found.append(index.search(q, k=k)[0][0])
+        times.append(time.perf_counter() - start)
+    row = {**percentiles(times), "mean_query_terms": round(float(np.mean([len(t) for t in walked_terms])), 1),
+           "mean_postings": round(float(np.mean([postings(index._docs_t, t) for t in walked_terms])))}
+    if exact is not None:
+        row["top_k_overlap_with_exact"] = round(float(np.mean([len(set(f) & set(e)) / k for f, e in zip(found, exact)])), 4)
+    return row, found
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="trained model folder (default: the untrained trimmed backbone)")
@@ -66,67 +83,31 @@ def main():
     encoder = SparseEncoder.from_pretrained(a.model or backbone_dir(TRIMMED_BACKBONE), max_seq_length=a.max_length)
     doc_vectors = encoder.encode(unique, batch_size=32).matrix
     query_vectors = encoder.encode(queries, is_query=True).matrix
-    stats = {"doc_terms": float(np.diff(doc_vectors.indptr).mean()), "query_terms": float(np.diff(query_vectors.indptr).mean())}
     analyser = KoreanBM25("mecab").analyzer
     analysed_docs, analysed = analyser.batch(unique), analyser.batch(queries)
+    query_rows = [query_vectors[i] for i in range(a.queries)]
+    top_rows = list(prune(query_vectors, "top_k", a.query_top_k)[:a.queries])
+    # The terms whose posting lists the first (or only) phase walks.
+    high_terms = [q.indices[q.data >= q.data.max(initial=0) * a.two_phase_ratio] for q in query_rows]
     results = []
     for size in a.sizes:
         rows = np.arange(size) % a.unique_docs
-        index = SparseIndex(doc_vectors[rows])
-        for i in range(5):  # warm-up
-            index.search(query_vectors[i], k=a.k)
-        times = []
-        for i in range(a.queries):
-            start = time.perf_counter()
-            index.search(query_vectors[i], k=a.k)
-            times.append(time.perf_counter() - start)
-        walked = [postings(index._docs_t, query_vectors[i].indices) for i in range(a.queries)]
-        results.append({"contender": "sparse_index", "docs": size, **percentiles(times),
-                        "mean_query_terms": round(stats["query_terms"], 1), "mean_doc_terms": round(stats["doc_terms"], 1),
-                        "mean_postings": round(float(np.mean(walked)))})
-        print(json.dumps(results[-1]), flush=True)
-        exact = [index.search(query_vectors[i], k=a.k)[0][0] for i in range(a.queries)]
-        cut = prune(query_vectors, "top_k", a.query_top_k)
-        times, overlap = [], []
-        for i in range(a.queries):
-            start = time.perf_counter()
-            found = index.search(cut[i], k=a.k)[0][0]
-            times.append(time.perf_counter() - start)
-            overlap.append(len(set(found) & set(exact[i])) / a.k)
-        results.append({"contender": f"sparse_index_query_top{a.query_top_k}", "docs": size, **percentiles(times),
-                        "mean_query_terms": round(float(np.diff(cut.indptr).mean()), 1),
-                        "mean_postings": round(float(np.mean([postings(index._docs_t, cut[i].indices)
-                                                              for i in range(a.queries)]))),
-                        "top_k_overlap_with_exact": round(float(np.mean(overlap)), 4)})
-        print(json.dumps(results[-1]), flush=True)
         n_postings = max(1, round(a.n_postings_ratio * size))
-        bounded = SparseIndex(doc_vectors[rows], n_postings=n_postings, two_phase_ratio=1e-6)  # rescore all terms
-        times, overlap = [], []
-        for i in range(a.queries):
-            start = time.perf_counter()
-            found = bounded.search(cut[i], k=a.k)[0][0]
-            times.append(time.perf_counter() - start)
-            overlap.append(len(set(found) & set(exact[i])) / a.k)
-        results.append({"contender": f"sparse_index_n_postings_{n_postings}_query_top{a.query_top_k}_rescored",
-                        "docs": size, **percentiles(times), "mean_query_terms": round(float(np.diff(cut.indptr).mean()), 1),
-                        "mean_postings": round(float(np.mean([postings(bounded._docs_t, cut[i].indices)
-                                                              for i in range(a.queries)]))),
-                        "top_k_overlap_with_exact": round(float(np.mean(overlap)), 4)})
-        print(json.dumps(results[-1]), flush=True)
-        two_phase = SparseIndex(doc_vectors[rows], two_phase_ratio=a.two_phase_ratio)
-        times, overlap, walked = [], [], []
-        for i in range(a.queries):
-            q = query_vectors[i]
-            walked.append(postings(index._docs_t, q.indices[q.data >= q.data.max(initial=0) * a.two_phase_ratio]))
-            start = time.perf_counter()
-            found = two_phase.search(query_vectors[i], k=a.k)[0][0]
-            times.append(time.perf_counter() - start)
-            overlap.append(len(set(found) & set(exact[i])) / a.k)
-        results.append({"contender": f"sparse_index_two_phase_{a.two_phase_ratio}", "docs": size, **percentiles(times),
-                        "mean_query_terms": round(float(np.mean([(query_vectors[i].data >= query_vectors[i].data.max(
-                            initial=0) * a.two_phase_ratio).sum() for i in range(a.queries)])), 1),
-                        "mean_postings": round(float(np.mean(walked))), "top_k_overlap_with_exact": round(float(np.mean(overlap)), 4)})
-        print(json.dumps(results[-1]), flush=True)
+        exact = None
+        for name, index, searched, walked in [
+            ("sparse_index", SparseIndex(doc_vectors[rows]), query_rows, None),
+            (f"sparse_index_query_top{a.query_top_k}", SparseIndex(doc_vectors[rows]), top_rows, None),
+            (f"sparse_index_n_postings_{n_postings}_query_top{a.query_top_k}_rescored",  # two phases over all terms
+             SparseIndex(doc_vectors[rows], n_postings=n_postings, two_phase_ratio=1e-6), top_rows, None),
+            (f"sparse_index_two_phase_{a.two_phase_ratio}",
+             SparseIndex(doc_vectors[rows], two_phase_ratio=a.two_phase_ratio), query_rows, high_terms),
+        ]:
+            row, found = time_sparse(index, searched, walked or [q.indices for q in searched], a.k, exact)
+            exact = exact or found
+            results.append({"contender": name, "docs": size, **row})
+            if name == "sparse_index":
+                results[-1]["mean_doc_terms"] = round(float(np.diff(doc_vectors.indptr).mean()), 1)
+            print(json.dumps(results[-1]), flush=True)
 
         bm25 = KoreanBM25("mecab")
         bm25.retriever.index([analysed_docs[r] for r in rows], show_progress=False)  # = bm25.index(corpus)
@@ -150,13 +131,11 @@ def main():
     summary = {"model": a.model or TRIMMED_BACKBONE, "load_average": load_average()}
     for size in a.sizes:
         s, b = [next(r for r in results if r["docs"] == size and r["contender"] == c) for c in ("sparse_index", "bm25s")]
-        two = next(r for r in results if r["docs"] == size and r["contender"].startswith("sparse_index_two_phase"))
-        top = next(r for r in results if r["docs"] == size and r["contender"].startswith("sparse_index_query_top"))
         summary[f"p50_ratio_vs_bm25s_{size}"] = round(s["p50_ms"] / b["p50_ms"], 3)
-        bounded = next(r for r in results if r["docs"] == size and r["contender"].startswith("sparse_index_n_postings"))
-        summary[f"query_top_k_p50_ratio_vs_bm25s_{size}"] = round(top["p50_ms"] / b["p50_ms"], 3)
-        summary[f"n_postings_p50_ratio_vs_bm25s_{size}"] = round(bounded["p50_ms"] / b["p50_ms"], 3)
-        summary[f"two_phase_p50_ratio_vs_bm25s_{size}"] = round(two["p50_ms"] / b["p50_ms"], 3)
+        for label, prefix in (("query_top_k", "sparse_index_query_top"), ("n_postings", "sparse_index_n_postings"),
+                              ("two_phase", "sparse_index_two_phase")):
+            r = next(r for r in results if r["docs"] == size and r["contender"].startswith(prefix))
+            summary[f"{label}_p50_ratio_vs_bm25s_{size}"] = round(r["p50_ms"] / b["p50_ms"], 3)
     print(json.dumps(summary), flush=True)
 
 
