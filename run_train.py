@@ -13,6 +13,7 @@ import sys
 import torch
 import torch.distributed as dist
 import yaml
+from transformers import set_seed
 
 from training.arguments import ConfigError, parse_config
 from training.data import BatchSchedule, DataError, SparseCollator, load_sources
@@ -23,6 +24,7 @@ from training.vocab import token_scripts
 
 logger = logging.getLogger("run_train")
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+GATE_KEYS = ("context_gate", "context_gate_hidden", "context_gate_heads")  # passed only when given
 
 
 def build_loss(model: SparseEncoder, loss_args, data_args) -> SparseLoss:
@@ -70,6 +72,7 @@ def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
     logging.basicConfig(level=logging.INFO if training_args.process_index == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    set_seed(training_args.seed)  # fresh weights (a context gate's) start alike on every rank and run
     with training_args.main_process_first(desc="load and validate training data"):
         try:
             sources = load_sources(data_args.train_file or (), data_args.dataset_name or (),
@@ -80,7 +83,8 @@ def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
         model = SparseEncoder.from_pretrained(
             model_args.model_name_or_path, idf_file=model_args.idf_file, trainable_idf=model_args.trainable_idf,
             mode=model_args.mode, allowed_scripts=model_args.allowed_scripts,
-            max_seq_length=data_args.max_seq_length, max_query_length=data_args.max_query_length)
+            max_seq_length=data_args.max_seq_length, max_query_length=data_args.max_query_length,
+            **{k: v for k in GATE_KEYS if (v := getattr(model_args, k)) is not None})
     for s in sources:
         logger.info("source %s: %d %s records", s.name, len(s.records), s.task)
     if model_args.freeze_layers:

@@ -32,6 +32,11 @@ class ModelArguments:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+    # Unset: the saved model's setting (SparseConfig's defaults: off, hidden 256, 4 heads); see training/context_gate.py
+    context_gate: Optional[bool] = field(default=None, metadata={
+        "help": "gate the pooled logits with a context vector of the whole text (context-gated expansion)"})
+    context_gate_hidden: Optional[int] = None
+    context_gate_heads: Optional[int] = None
 
 
 @dataclass

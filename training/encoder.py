@@ -16,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+from .context_gate import GATE_FILE, ContextGate
 from .fused import mlm_max_logits
 from .vocab import allowed_vocab_mask, feature_names, served_ids, special_token_ids, token_bag
 
@@ -41,6 +42,10 @@ class SparseConfig:
     threshold: float = 0.0
     # Missing idf.json entries get this weight, as OpenSearch's SPARSE_TOKENIZE models do.
     default_idf: float = 1.0
+    # Context-gated expansion (training/context_gate.py): a gate from the whole text scales the pooled logits.
+    context_gate: bool = False
+    context_gate_hidden: int = 256
+    context_gate_heads: int = 4
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -139,6 +144,8 @@ class SparseEncoder(nn.Module):
                 self.register_buffer("idf", idf)
         else:
             self.idf = None
+        self.context_gate = (ContextGate(mlm.config.hidden_size, vocab_size, self.config.context_gate_hidden,
+                                         self.config.context_gate_heads) if self.config.context_gate else None)
 
     # ----------------------------------------------------------------------------------------------- properties
     @property
@@ -149,9 +156,16 @@ class SparseEncoder(nn.Module):
     # Fused vocabulary projection + max (training/fused.py) where the MLM head allows it; False: full logits.
     fused_pooling = True
 
-    def max_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """[batch, vocab] max vocabulary logits before the activation (what term-level losses act on)."""
-        return mlm_max_logits(self.mlm, input_ids, attention_mask, fused=self.fused_pooling)
+    def max_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   pool_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """[batch, vocab] max vocabulary logits before the activation (what term-level losses act on), scaled by
+        the context gate when the model has one; `pool_mask` pools only some positions (the gate still reads
+        the whole text)."""
+        if self.context_gate is None:
+            return mlm_max_logits(self.mlm, input_ids, attention_mask, fused=self.fused_pooling, pool_mask=pool_mask)
+        values, hidden = mlm_max_logits(self.mlm, input_ids, attention_mask, fused=self.fused_pooling,
+                                        pool_mask=pool_mask, return_hidden=True)
+        return values * self.context_gate(hidden, attention_mask)
 
     def activate(self, max_logits: torch.Tensor) -> torch.Tensor:
         """SPLADE weights from max logits: log1p(relu(.)), zero outside the served, allowed ids."""
@@ -233,6 +247,8 @@ class SparseEncoder(nn.Module):
         (output_dir / SPARSE_CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
         if self.idf is not None:
             save_idf(self.idf.detach().cpu(), self.id_to_token, output_dir / IDF_NAME)
+        if self.context_gate is not None:
+            self.context_gate.save(output_dir)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, sparse_config: Optional[SparseConfig] = None,
@@ -246,14 +262,21 @@ class SparseEncoder(nn.Module):
         tokenizer = AutoTokenizer.from_pretrained(path)
         mlm = AutoModelForMaskedLM.from_pretrained(path)
         saved = Path(path) / SPARSE_CONFIG_NAME
-        config = sparse_config or (SparseConfig.load(saved) if saved.is_file() else SparseConfig())
+        saved_config = SparseConfig.load(saved) if saved.is_file() else None
+        config = sparse_config or saved_config or SparseConfig()
         if config_overrides:
             config = SparseConfig(**{**asdict(config), **config_overrides})
         idf = None
         idf_file = idf_file or (Path(path) / IDF_NAME if (Path(path) / IDF_NAME).is_file() else None)
         if idf_file is not None:
             idf = load_idf(idf_file, tokenizer, mlm.get_output_embeddings().weight.shape[0], config.default_idf)
-        return cls(mlm, tokenizer, config, idf=idf, trainable_idf=trainable_idf)
+        model = cls(mlm, tokenizer, config, idf=idf, trainable_idf=trainable_idf)
+        if model.context_gate is not None:  # a saved gate, or a fresh one (g = 1) on an ungated model
+            if (Path(path) / GATE_FILE).is_file():
+                model.context_gate.load(path)
+            elif saved_config is not None and saved_config.context_gate:
+                raise ValueError(f"{path}: {SPARSE_CONFIG_NAME} says context_gate: true but {GATE_FILE} is missing")
+        return model
 
     def freeze_bottom_layers(self, n: int) -> None:
         """Train only the top of the backbone: the position/type embeddings and the first `n` transformer layers

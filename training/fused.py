@@ -147,17 +147,24 @@ def _exporting() -> bool:
 
 
 def mlm_max_logits(mlm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   fused: bool = True) -> torch.Tensor:
+                   fused: bool = True, pool_mask=None, return_hidden: bool = False):
     """Max over non-padding positions of a masked LM's vocabulary logits, [batch, vocab]: the fused
     projection-and-max when the head allows it, otherwise the full logits (identical values). Losses that must
-    reach inactive terms act on these (log1p∘relu passes no gradient below 0)."""
+    reach inactive terms act on these (log1p∘relu passes no gradient below 0).
+
+    `pool_mask` [batch, seq] restricts the max to some positions (e.g. one phrase of the text; the backbone still
+    attends to the whole text); `return_hidden` also returns the backbone's final hidden states [batch, seq,
+    hidden] from the same forward pass (what a context gate pools)."""
+    pool_mask = attention_mask if pool_mask is None else pool_mask
     parts = mlm_head_parts(mlm) if fused and not _exporting() else None
     if parts is None:
-        logits = mlm(input_ids=input_ids, attention_mask=attention_mask).logits
-        return masked_max(logits, attention_mask)
+        out = mlm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=return_hidden)
+        values = masked_max(out.logits, pool_mask)
+        return (values, out.hidden_states[-1]) if return_hidden else values
     backbone, transform, decoder = parts
-    hidden = transform(backbone(input_ids=input_ids, attention_mask=attention_mask)[0])
-    return fused_max_logits(hidden, decoder.weight, decoder.bias, attention_mask)
+    last = backbone(input_ids=input_ids, attention_mask=attention_mask)[0]
+    values = fused_max_logits(transform(last), decoder.weight, decoder.bias, pool_mask)
+    return (values, last) if return_hidden else values
 
 
 def mlm_splade_pool(mlm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,

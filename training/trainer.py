@@ -187,6 +187,8 @@ class SparseTrainer(Trainer):
             return
         saved = AutoModelForMaskedLM.from_pretrained(resume_from_checkpoint)
         model.mlm.load_state_dict(saved.state_dict())
+        if model.context_gate is not None:
+            model.context_gate.load(resume_from_checkpoint)
         idf_file = os.path.join(resume_from_checkpoint, IDF_NAME)
         if model.idf is not None and os.path.isfile(idf_file):
             with torch.no_grad():
