@@ -2,6 +2,7 @@
 
   python run_eval.py --model DIR [DIR ...] --benchmark NAME|beir:PATH [...] [--baseline bm25 [bm25-bigram] [dense]]
                      [--hybrid [--hybrid-weights W_BM25 W_MODEL]] [--output DIR] [--term-pairs PATH]
+                     [--context-discrimination [handwritten korquad | PAIRS.jsonl ...]] [--data-dir DIR]
 
 Prints a table (nDCG@10, MRR@10, Recall@10/100, active terms, FLOPS, query latency) and writes
 <output>/results.json (benchmark -> system -> metric -> value), report.md and PNG plots. Corpus encodings are
@@ -55,6 +56,10 @@ def parse_args(argv=None):
     p.add_argument("--n-postings", type=int, default=None,
                    help="keep each term's N highest-weighted documents, as an OpenSearch sparse_vector (SEISMIC) field")
     p.add_argument("--term-pairs", help="term pairs (JSONL, parquet, or a `builders` export folder) for term metrics")
+    p.add_argument("--context-discrimination", nargs="*", metavar="SET",
+                   help="context-discrimination rate of each --model (eval/context.py): sets handwritten, korquad "
+                        "(built from --data-dir) or JSONL files; no SET: handwritten and korquad")
+    p.add_argument("--data-dir", default="../shared/data", help="raw sources for --context-discrimination korquad")
     p.add_argument("--query-top-k", type=int, default=None,
                    help="keep each model query's N largest weights (as a client may send OpenSearch fewer tokens)")
     p.add_argument("--doc-only-idf", metavar="IDF_JSON",
@@ -67,6 +72,10 @@ def parse_args(argv=None):
         p.error("give --model DIR and/or --baseline bm25")
     if args.term_pairs and not args.model:
         p.error("--term-pairs needs a --model")
+    if args.context_discrimination is not None:
+        if not args.model:
+            p.error("--context-discrimination needs a --model")
+        args.context_discrimination = args.context_discrimination or ["handwritten", "korquad"]
     if args.hybrid:
         if not args.model and "dense" not in args.baseline:
             p.error("--hybrid needs a --model or --baseline dense to fuse with BM25")
@@ -141,15 +150,26 @@ def main(argv=None) -> int:
         pairs = load_term_pairs(args.term_pairs)
         # not the idf-queries rows: term metrics read the document encoder, which they share
         term_results = {name: term_metrics(model, pairs) for name, _, model in models[:len(args.model)]}
+    context_results = None
+    if args.context_discrimination:
+        from eval.context import context_discrimination, context_pair_set
+
+        sets = {Path(spec).stem if spec.endswith(".jsonl") else spec: context_pair_set(spec, args.data_dir)
+                for spec in args.context_discrimination}
+        context_results = {name: {f"{set_name}/{k}": v for set_name, pairs in sets.items()
+                                  for k, v in context_discrimination(model, pairs, batch_size=args.batch_size).items()}
+                           for name, _, model in models[:len(args.model)]}
     settings = {"split": args.split, "k": args.k, "max_queries": args.max_queries,
                 "max_seq_length": args.max_seq_length, "query_top_k": args.query_top_k, **index_options}
     if args.hybrid:
         settings.update(hybrid_weights=args.hybrid_weights, hybrid_depth=hybrid_depth)
-    paths = write_results(results, output, activations, settings, term_results)
+    paths = write_results(results, output, activations, settings, term_results, context_results)
     print(format_table(results))
     if term_results:
         for name, metrics in term_results.items():
             print(f"term pairs, {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    for name, metrics in (context_results or {}).items():
+        print(f"context discrimination, {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     print(f"wrote {paths['results']} and {paths['report']}")
     return 0
 

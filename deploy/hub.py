@@ -65,6 +65,10 @@ def model_card(encoder, name: str, results: Optional[dict] = None, prune=("max_r
                                  [("mode", cfg.mode), ("max_seq_length", cfg.max_seq_length),
                                   ("max_query_length", cfg.max_query_length)]) + ".",
         "",
+        *(["The model has a context gate (`context_gate.safetensors`, training/context_gate.py): load it with "
+           "`SparseEncoder.from_pretrained` or use the OpenSearch / ONNX exports. A plain `AutoModelForMaskedLM` "
+           "or sentence-transformers' `MLMTransformer` + `SpladePooling` would silently drop the gate.", ""]
+          if cfg.context_gate else []),
         "## OpenSearch",
         "",
         "`python run_export.py --model DIR --target opensearch --output out/` writes the ML Commons "

@@ -34,21 +34,26 @@ def format_table(results: dict, markdown: bool = False) -> str:
 
 
 def write_results(results: dict, output_dir: Path, activations: dict, settings: dict,
-                  term_results: Optional[dict] = None) -> dict[str, Path]:
-    """results.json (benchmark -> system -> metric -> value), report.md and the plots; returns the paths."""
+                  term_results: Optional[dict] = None, context_results: Optional[dict] = None) -> dict[str, Path]:
+    """results.json (benchmark -> system -> metric -> value; term_pairs / context_discrimination -> model ->
+    metric -> value), report.md and the plots; returns the paths."""
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = {"results": output_dir / "results.json", "report": output_dir / "report.md"}
     all_results = dict(results)
     if term_results:
         all_results["term_pairs"] = term_results
+    if context_results:
+        all_results["context_discrimination"] = context_results
     paths["results"].write_text(json.dumps(all_results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     plots = write_plots(results, activations, output_dir)
     paths.update(plots)
-    paths["report"].write_text(markdown_report(results, plots, settings, term_results), encoding="utf-8")
+    paths["report"].write_text(markdown_report(results, plots, settings, term_results, context_results),
+                               encoding="utf-8")
     return paths
 
 
-def markdown_report(results: dict, plots: dict, settings: dict, term_results: Optional[dict]) -> str:
+def markdown_report(results: dict, plots: dict, settings: dict, term_results: Optional[dict],
+                    context_results: Optional[dict] = None) -> str:
     lines = ["# Retrieval evaluation", "", "Settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items()), "",
              format_table(results, markdown=True), ""]
     for bench, systems in results.items():
@@ -62,12 +67,13 @@ def markdown_report(results: dict, plots: dict, settings: dict, term_results: Op
             key = f"{kind}:{bench}"
             if key in plots:
                 lines += [f"![{kind} {bench}]({plots[key].name})", ""]
-    if term_results:
-        lines += ["## Term pairs", ""]
-        names = sorted({m for s in term_results.values() for m in s}, key=_metric_order)
-        lines += ["| metric | " + " | ".join(term_results) + " |", "|---|" + "---|" * len(term_results)]
-        lines += [f"| {m} | " + " | ".join(_fmt(term_results[s].get(m)) for s in term_results) + " |" for m in names]
-        lines.append("")
+    for title, per_model in (("Term pairs", term_results), ("Context discrimination", context_results)):
+        if per_model:
+            lines += [f"## {title}", ""]
+            names = sorted({m for s in per_model.values() for m in s}, key=_metric_order)
+            lines += ["| metric | " + " | ".join(per_model) + " |", "|---|" + "---|" * len(per_model)]
+            lines += [f"| {m} | " + " | ".join(_fmt(per_model[s].get(m)) for s in per_model) + " |" for m in names]
+            lines.append("")
     return "\n".join(lines)
 
 

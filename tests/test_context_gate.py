@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from deploy.hub import model_card
 from deploy.ml_commons import SparseEncodingModule, trace_torchscript
 from deploy.onnx_export import export_onnx, run_onnx
 from tests.test_distributed import real_setup  # noqa: F401  (fixture: real text for the two-rank run)
@@ -108,6 +109,8 @@ def test_save_and_load_keep_the_gate(gated, tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="sentence-transformers layout"):
         require_ungated(loaded.config)
     require_ungated(SparseEncoder.from_pretrained(tiny_model_dir).config)  # a plain model passes
+    assert "would silently drop the gate" in model_card(loaded, "gated")
+    assert "context gate" not in model_card(SparseEncoder.from_pretrained(tiny_model_dir), "plain")
 
 
 def test_gate_heads_must_divide_the_hidden_size(tiny_model_dir):
