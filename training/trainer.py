@@ -108,14 +108,12 @@ class SparseTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         task = inputs.pop("task")
         features = {k: v for k, v in inputs.items() if k.endswith(FEATURE_SUFFIXES)}
-        logits_for = ("ko",) if task == "term_pairs" and self.loss.needs_logits else ()
-        reps = model(**features, logits_for=logits_for)
+        reps = model(**features, logits_for=self.loss.logit_groups(task))
         batch = {k: v for k, v in inputs.items() if torch.is_tensor(v) and k not in features}
-        if task == "term_pairs":  # targets as [examples, vocab] bags: equal shapes on every rank
-            encoder = self.accelerator.unwrap_model(model)
-            for group in ("ko", "en"):
-                batch[f"{group}_bag"] = encoder.token_bag(features[f"{group}_input_ids"],
-                                                          features[f"{group}_attention_mask"])
+        encoder = self.accelerator.unwrap_model(model)
+        for group in self.loss.bag_groups(task):  # targets as [rows, vocab] bags: equal shapes on every rank
+            batch[f"{group}_bag"] = encoder.token_bag(features[f"{group}_input_ids"],
+                                                      features[f"{group}_attention_mask"])
         # Every rank computes the loss of the global batch: identical to one process with the whole batch.
         reps, batch = gather_global_batch(reps, batch, self.args.per_device_train_batch_size)
         parts = self.loss(task, reps, batch)
