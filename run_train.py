@@ -104,7 +104,8 @@ def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
         evaluator = RetrievalEvaluator(data_args.eval_benchmark, max_queries=data_args.eval_max_queries)
     trainer = SparseTrainer(model=model, args=training_args, train_dataset=schedule, data_collator=collator,
                             loss=build_loss(model, loss_args, data_args), evaluator=evaluator,
-                            idf_learning_rate=model_args.idf_learning_rate)
+                            idf_learning_rate=model_args.idf_learning_rate,
+                            context_gate_learning_rate=model_args.context_gate_learning_rate)
 
     if training_args.should_save:
         os.makedirs(training_args.output_dir, exist_ok=True)

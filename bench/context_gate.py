@@ -1,7 +1,7 @@
 """Training cost of the context gate: the same recipe and budget with and without `context_gate: true`.
 
     python bench/context_gate.py [--config configs/quickstart.yaml] [--data data/quickstart] [--steps 60]
-                                 [--threads 1] [--output outputs/context-gate]
+                                 [--threads 1] [--output outputs/context-gate] [--gate-lr 1e-3]
 
 Each contender trains in its own process (clean peak RSS) with run_train's recipe, only `--context_gate` differing,
 and keeps its model under <output>/<contender> for run_eval.py. A step's time is the wall time between consecutive
@@ -31,12 +31,14 @@ def worker(a) -> dict:
     argv = [a.config, "--dataset_name", str(data / "triplets"), str(data / "term_pairs"), "--max_steps", str(a.steps),
             "--output_dir", str(Path(a.output) / a.contender), "--save_strategy", "no", "--report_to", "none",
             "--disable_tqdm", "true", *CONTENDERS[a.contender]]
+    if a.contender == "gated" and a.gate_lr is not None:
+        argv += ["--context_gate_learning_rate", str(a.gate_lr)]
     trainer, _ = build_trainer(argv)
     timer = StepTimes()
     trainer.add_callback(timer)
     train(trainer)
     losses = [l["loss"] for l in trainer.state.log_history if "loss" in l]
-    return {"contender": a.contender, "steps": a.steps, "threads": a.threads,
+    return {"contender": a.contender, "steps": a.steps, "threads": a.threads, "gate_lr": a.gate_lr if a.contender == "gated" else None,
             "step_s": round(median(timer.times[WARMUP:]), 3), "peak_rss_mb": round(peak_rss_mb(), 1),
             "trainable_params_m": round(sum(p.numel() for p in trainer.model.parameters() if p.requires_grad) / 1e6, 2),
             "final_loss": losses[-1] if losses else None}
@@ -52,15 +54,17 @@ def main():
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--output", default="outputs/context-gate")
+    p.add_argument("--gate-lr", type=float, default=None, help="the gated run's context_gate_learning_rate")
     a = p.parse_args()
     if a.worker:
         print(json.dumps(worker(a)), flush=True)
         return
     extra = [f"--config={a.config}", f"--data={Path(a.data).resolve()}", f"--steps={a.steps}",
              f"--threads={a.threads}", f"--output={Path(a.output).resolve()}"]
+    extra += [f"--gate-lr={a.gate_lr}"] if a.gate_lr is not None else []
     print(json.dumps({"load_average_start": load_average()}), flush=True)
     results = run_configs(__file__, [{"contender": c} for c in a.contenders], extra)
-    print(markdown_table(results, ["contender", "steps", "threads", "step_s", "peak_rss_mb", "trainable_params_m",
+    print(markdown_table(results, ["contender", "gate_lr", "steps", "threads", "step_s", "peak_rss_mb", "trainable_params_m",
                                    "final_loss"]))
     ok = {r["contender"]: r for r in results if "error" not in r}
     if {"plain", "gated"} <= set(ok):

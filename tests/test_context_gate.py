@@ -155,10 +155,14 @@ def test_run_train_trains_saves_and_resumes_the_gate(tmp_path):
     args = ["--model_name_or_path", str(model_dir), "--train_file", *(str(tmp_path / n) for n in rows),
             "--context_gate", "true", "--context_gate_hidden", "16", "--output_dir", str(out), "--max_steps", "6",
             "--per_device_train_batch_size", "4", "--save_steps", "6", "--report_to", "none", "--logging_steps", "1",
-            "--learning_rate", "0.01", "--activation_weight", "1", "--max_seq_length", "32", "--seed", "3"]
+            "--learning_rate", "0.01", "--context_gate_learning_rate", "0.05", "--activation_weight", "1",
+            "--max_seq_length", "32", "--seed", "3"]
     trainer, _ = run_train.build_trainer(args)
     metrics = run_train.train(trainer)
     assert {"info_nce", "kl", "en_activation"} <= {k for l in trainer.state.log_history for k in l}, metrics
+    gate_ids = {id(p) for p in trainer.model.context_gate.parameters()}
+    groups = {g["initial_lr"]: {id(p) for p in g["params"]} for g in trainer.optimizer.param_groups}
+    assert groups[0.05] == gate_ids and not groups[0.01] & gate_ids  # the gate trains at its own rate
     trained = SparseEncoder.from_pretrained(out)
     assert trained.config.context_gate_hidden == 16 and trained.context_gate.out.weight.abs().sum() > 0
     # resume: a fresh trainer's model (gate at init) takes the checkpoint's gate

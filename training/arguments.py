@@ -37,6 +37,8 @@ class ModelArguments:
         "help": "gate the pooled logits with a context vector of the whole text (context-gated expansion)"})
     context_gate_hidden: Optional[int] = None
     context_gate_heads: Optional[int] = None
+    context_gate_learning_rate: Optional[float] = field(default=None, metadata={
+        "help": "the gate's own learning rate (unset: learning_rate); its output layer starts at zero"})
 
 
 @dataclass

@@ -81,13 +81,15 @@ class SparseTrainer(Trainer):
     loss_is_scaled_for_ga = False
 
     def __init__(self, *args, loss: SparseLoss, evaluator: Optional[Callable[[SparseEncoder], dict]] = None,
-                 idf_learning_rate: Optional[float] = None, **kwargs):
+                 idf_learning_rate: Optional[float] = None, context_gate_learning_rate: Optional[float] = None,
+                 **kwargs):
         if evaluator is not None and kwargs.get("eval_dataset") is None:
             kwargs["eval_dataset"] = evaluator  # what `evaluate` runs on; the Trainer only checks it is set
         super().__init__(*args, **kwargs)
         self.loss = loss
         self.evaluator = evaluator
         self.idf_learning_rate = idf_learning_rate
+        self.context_gate_learning_rate = context_gate_learning_rate
         self.model_accepts_loss_kwargs = False
         self._parts: dict[str, torch.Tensor] = {}
         self._parts_count = defaultdict(int)
@@ -140,16 +142,23 @@ class SparseTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
     def create_optimizer(self, model=None):
-        """A separate learning rate for the trainable IDF of doc-only models."""
+        """Separate learning rates for the trainable IDF of doc-only models and for the context gate (its output
+        layer starts at zero and has a short budget to leave it)."""
         model = model if model is not None else self.model
-        idf = getattr(self.accelerator.unwrap_model(model), "idf", None)
-        if self.optimizer is None and isinstance(idf, torch.nn.Parameter) and self.idf_learning_rate is not None:
-            others = [p for n, p in model.named_parameters() if p.requires_grad and p is not idf]
+        encoder = self.accelerator.unwrap_model(model)
+        idf, gate = getattr(encoder, "idf", None), getattr(encoder, "context_gate", None)
+        groups = []
+        if isinstance(idf, torch.nn.Parameter) and self.idf_learning_rate is not None:
+            groups.append({"params": [idf], "lr": self.idf_learning_rate, "weight_decay": 0.0})
+        if gate is not None and self.context_gate_learning_rate is not None:
+            groups.append({"params": list(gate.parameters()), "lr": self.context_gate_learning_rate,
+                           "weight_decay": self.args.weight_decay})
+        if self.optimizer is None and groups:
+            own = {id(p) for g in groups for p in g["params"]}
+            others = [p for p in model.parameters() if p.requires_grad and id(p) not in own]
             optim_cls, optim_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
-            self.optimizer = optim_cls([
-                {"params": others, "weight_decay": self.args.weight_decay},
-                {"params": [idf], "lr": self.idf_learning_rate, "weight_decay": 0.0},
-            ], **optim_kwargs)
+            self.optimizer = optim_cls([{"params": others, "weight_decay": self.args.weight_decay}, *groups],
+                                       **optim_kwargs)
             return self.optimizer
         return super().create_optimizer(model)
 
