@@ -104,12 +104,15 @@ def discriminated(expansion_a, expansion_b, reference_a, reference_b) -> np.ndar
 def phrase_expansions(model, texts: Sequence[str], spans: Sequence[tuple[int, int]], top_n: int = 20,
                       batch_size: int = 32) -> np.ndarray:
     """[texts, vocab] bool: the top_n ids the phrase at `spans` receives in each text, its text's tokens removed."""
+    from training.encoder import max_positions
+
     was_training = model.training
     model.eval()
     out = np.zeros((len(texts), model.vocab_size), dtype=bool)
+    limit = max_positions(model.mlm, model.tokenizer)  # the whole text, not the training max_seq_length
     for start in range(0, len(texts), batch_size):
         chunk = list(texts[start:start + batch_size])
-        batch = model.tokenizer(chunk, padding=True, truncation=True, max_length=model.config.max_seq_length,
+        batch = model.tokenizer(chunk, padding=True, truncation=True, max_length=limit,
                                 return_tensors="pt", return_token_type_ids=False, return_offsets_mapping=True)
         offsets = batch.pop("offset_mapping")
         ids, mask = batch["input_ids"].to(model.device), batch["attention_mask"].to(model.device)
@@ -118,7 +121,8 @@ def phrase_expansions(model, texts: Sequence[str], spans: Sequence[tuple[int, in
         pool = (hi > lo) & (lo < span[:, 1:]) & (hi > span[:, :1]) & mask.bool().cpu()
         if not pool.any(-1).all():
             bad = chunk[int((~pool.any(-1)).nonzero()[0])]
-            raise ValueError(f"the phrase has no tokens left in {bad[:60]!r} (truncated at max_seq_length?)")
+            raise ValueError(f"the phrase has no tokens left in {bad[:60]!r} (longer than the model's {limit} "
+                             "positions)")
         weights = model.activate(model.max_logits(ids, mask, pool_mask=pool.to(model.device)))
         weights = (weights * (1 - model.token_bag(ids, mask))).float()
         top = torch.topk(weights, min(top_n, weights.shape[-1]), dim=-1)
