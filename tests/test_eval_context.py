@@ -137,6 +137,19 @@ def test_expansions_pool_the_phrase_only_and_drop_the_texts_tokens(stub_base, tm
     assert all(row.sum() == 1 for row in top1)
 
 
+def test_the_whole_text_is_read_past_the_training_max_seq_length(stub_base, tmp_path):
+    """Phrases late in a long sentence: the metric reads up to the model's positions, not max_seq_length."""
+    pairs = _pairs(tmp_path)
+    texts, spans = [p.texts[0] for p in pairs], [p.spans[0] for p in pairs]
+    _install(stub_base, lambda t, row: torch.where(torch.arange(stub_base.vocab_size) == (t * 7 + 1) % 200, 1.0, -1.0))
+    full = phrase_expansions(stub_base, texts, spans)
+    saved, stub_base.config.max_seq_length = stub_base.config.max_seq_length, 3
+    try:
+        np.testing.assert_array_equal(phrase_expansions(stub_base, texts, spans), full)
+    finally:
+        stub_base.config.max_seq_length = saved
+
+
 def test_rate_of_blind_copying_and_oracle_models(stub_base, tmp_path):
     pairs = _pairs(tmp_path)
     vocab = stub_base.vocab_size
