@@ -128,6 +128,12 @@ def main(argv=None) -> int:
             models += [(f"{Path(m).resolve().name}-idf-queries", Path(m),
                         SparseEncoder.from_pretrained(m, mode="doc_only", idf_file=args.doc_only_idf, **overrides))
                        for m in args.model]
+    context_sets = {}
+    if args.context_discrimination:  # loaded before the retrieval runs, so a bad pair file stops the run at once
+        from eval.context import context_pair_set
+
+        context_sets = {Path(spec).stem if spec.endswith(".jsonl") else spec: context_pair_set(spec, args.data_dir)
+                        for spec in args.context_discrimination}
     results, activations = {}, {}
     index_options = dict(opensearch=args.opensearch, prune_type=args.prune_type, prune_ratio=args.prune_ratio,
                          two_phase_ratio=args.two_phase_ratio, n_postings=args.n_postings)
@@ -162,12 +168,10 @@ def main(argv=None) -> int:
         # not the idf-queries rows: term metrics read the document encoder, which they share
         term_results = {name: term_metrics(model, pairs) for name, _, model in models[:len(args.model)]}
     context_results = None
-    if args.context_discrimination:
-        from eval.context import context_discrimination, context_pair_set
+    if context_sets:
+        from eval.context import context_discrimination
 
-        sets = {Path(spec).stem if spec.endswith(".jsonl") else spec: context_pair_set(spec, args.data_dir)
-                for spec in args.context_discrimination}
-        context_results = {name: {f"{set_name}/{k}": v for set_name, pairs in sets.items()
+        context_results = {name: {f"{set_name}/{k}": v for set_name, pairs in context_sets.items()
                                   for k, v in context_discrimination(model, pairs, batch_size=args.batch_size).items()}
                            for name, _, model in models[:len(args.model)]}
     settings = {"split": args.split, "k": args.k, "max_queries": args.max_queries,
