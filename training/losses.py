@@ -138,6 +138,18 @@ class LossWeights:
             raise ValueError(f"ranking_loss must be info_nce, margin or none, got {self.ranking_loss!r}")
         if self.distillation_loss not in ("kl", "margin_mse", "none"):
             raise ValueError(f"distillation_loss must be kl, margin_mse or none, got {self.distillation_loss!r}")
+        import math
+        from dataclasses import fields
+
+        for f in fields(self):  # numbers: weights, margins, steps >= 0; temperatures, the activation target > 0
+            if isinstance(f.default, bool) or not isinstance(f.default, (int, float)):
+                continue
+            value = getattr(self, f.name)
+            strict = f.name.endswith("_temperature") or f.name == "activation_target"
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not number or value < 0 or (strict and value == 0):
+                raise ValueError(f"{f.name} must be {'a finite number ' if not number else ''}{'> 0' if strict else '>= 0'}, "
+                                 f"got {value!r}")
 
 
 def flops_warmup_scale(step: int, warmup_steps: int) -> float:
