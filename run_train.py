@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from training.arguments import MODEL_SOURCES, ConfigError, parse_config
+from training.arguments import MODEL_SOURCES, ConfigError, check_paths, parse_config
 from training.data import BatchSchedule, DataError, SparseCollator, load_sources
 from training.encoder import SparseEncoder
 from training.losses import SparseLoss
@@ -71,6 +71,7 @@ def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
 def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
     defaults = {} if torch.cuda.is_available() else {"use_cpu": True}  # without it CPU ranks never sync (DESIGN.md)
     model_args, data_args, loss_args, training_args, resolved = parse_config(argv, defaults)
+    check_paths(model_args, data_args)
     if training_args.ddp_find_unused_parameters is None:
         # Only a trainable IDF can sit out a step (term-pair batches have no queries).
         training_args.ddp_find_unused_parameters = model_args.trainable_idf

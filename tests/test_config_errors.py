@@ -116,6 +116,10 @@ CATALOGUE = {
                        "config error: lora_dropout must be in [0, 1), got 1.0"),
     "idf file missing": (lambda p: (_argv(p, "--idf_file", str(p.tmp / "idf.json")), p.tmp / "idf.json"),
                          "config error: idf_file: file not found: {}"),
+    "stopwords file missing": (lambda p: (_argv(p, "--stopwords_file", str(p.tmp / "stop.txt")), p.tmp / "stop.txt"),
+                               "config error: stopwords_file: file not found: {}"),
+    "benchmark missing": (lambda p: (_argv(p, "--eval_benchmark", str(p.tmp / "bench")), p.tmp / "bench"),
+                          "config error: eval_benchmark: benchmark folder not found: {}"),
     # settings that do not fit the data or the model
     "no training data": (lambda p: (["--model_name_or_path", p.model, "--output_dir", p.out], None),
                          "config error: no training data: set train_file or dataset_name"),

@@ -43,7 +43,6 @@ class ModelArguments:
         for script in self.allowed_scripts or ():
             if script not in SCRIPTS:
                 raise ValueError(f"allowed_scripts: unknown script {script!r}; choose from {SCRIPTS}")
-        _check_file("idf_file", self.idf_file)
         _check_range("freeze_layers", self.freeze_layers, ">= 0")
         _check_range("idf_learning_rate", self.idf_learning_rate, "> 0")
         _check_range("lora_r", self.lora_r, ">= 1")
@@ -81,9 +80,6 @@ class DataArguments:
             _check_range(f"sampling_weight[{i}]", w, "> 0")
         for i, start in enumerate(self.curriculum_start or ()):
             _check_range(f"curriculum_start[{i}]", start, "in [0, 1)")
-        _check_file("stopwords_file", self.stopwords_file)
-        if self.eval_benchmark is not None and not Path(self.eval_benchmark).is_dir():
-            raise ValueError(f"eval_benchmark: benchmark folder not found: {self.eval_benchmark}")
 
 
 # TrainingArguments accepts these silently; each must be a finite number in its range.
@@ -101,11 +97,6 @@ def _check_range(name: str, value, rule: str) -> None:
                      "in [0, 1)": lambda v: 0 <= v < 1}[rule](value)
     if not ok:
         raise ValueError(f"{name} must be {'a finite number ' if not number else ''}{rule}, got {value!r}")
-
-
-def _check_file(name: str, path: Optional[str]) -> None:
-    if path is not None and not Path(path).is_file():
-        raise ValueError(f"{name}: file not found: {path}")
 
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, LossWeights, TrainingArguments)
@@ -147,7 +138,6 @@ def parse_config(argv: Optional[list[str]] = None, defaults: Optional[dict] = No
     model_args, data_args, loss_args, training_args = parsed
     if not model_args.model_name_or_path:
         raise ConfigError("model_name_or_path is required")
-    check_model_source(model_args.model_name_or_path)
     for name, rule in TRAINING_RANGES.items():
         try:
             _check_range(name, getattr(training_args, name), rule)
@@ -187,6 +177,17 @@ def _load_yaml(path: Path, known: dict, list_keys: set) -> dict:
 def _list_keys(parser: HfArgumentParser) -> set:
     """The keys HfArgumentParser parses as lists (`nargs='+'`)."""
     return {a.dest for a in parser._actions if a.nargs in ("+", "*")}
+
+
+def check_paths(model_args: ModelArguments, data_args: DataArguments) -> None:
+    """The files and folders a run needs exist (checked when a run starts, not when a config is parsed: the
+    shipped configs name data that is built later)."""
+    check_model_source(model_args.model_name_or_path)
+    for name, path in (("idf_file", model_args.idf_file), ("stopwords_file", data_args.stopwords_file)):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{name}: file not found: {path}")
+    if data_args.eval_benchmark is not None and not Path(data_args.eval_benchmark).is_dir():
+        raise ConfigError(f"eval_benchmark: benchmark folder not found: {data_args.eval_benchmark}")
 
 
 def check_model_source(name_or_path: str) -> None:
