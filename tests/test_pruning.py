@@ -174,23 +174,21 @@ def test_matrix_matches_the_java_transcription_on_random_rows(prune_type, ratio)
 @pytest.mark.parametrize("prune_type,ratio", [("none", 0), ("top_k", 5), ("max_ratio", 0.2), ("abs_value", 0.05),
                                               ("alpha_mass", 0.6)])
 def test_eval_and_deploy_store_identical_vectors(tiny_model_dir, prune_type, ratio):
-    """What run_eval indexes (eval.index.prune on the merged feature matrix) and what deploy sends to a cluster
+    """What run_eval indexes (eval.index.prune on the encoded matrix) and what deploy sends to a cluster
     (FeatureVocabulary.to_features) are the same weights on the same ids, for encoded real text."""
     from tests.tiny import SENTENCES
     from training import SparseEncoder
 
     encoder = SparseEncoder.from_pretrained(tiny_model_dir)
     matrix = encoder.encode(SENTENCES, top_k=encoder.vocab_size, threshold=0.0).matrix
-    vocabulary = FeatureVocabulary.from_tokenizer(encoder.tokenizer, encoder.vocab_size)
-    merged = vocabulary.merge_matrix(matrix)
-    local = eval_prune(merged, prune_type, ratio)
-    sent = vocabulary.to_features(matrix, "sparse_vector", prune_type, ratio)
+    local = eval_prune(matrix, prune_type, ratio)
+    sent = FeatureVocabulary.from_encoder(encoder).to_features(matrix, "sparse_vector", prune_type, ratio)
     assert local.nnz > 0
     for i, features in enumerate(sent):
         row = local[i]
         assert {int(k): f32(v) for k, v in features.items()} == dict(zip(row.indices.tolist(), row.data))
     if prune_type != "none":
-        assert local.nnz < merged.nnz
+        assert local.nnz < matrix.nnz
 
 
 def test_types_are_one_list():
