@@ -63,7 +63,10 @@ def prune_matrix(matrix: sp.spmatrix, prune_type: str = "none", prune_ratio: flo
     elif prune_type == "max_ratio":
         keep = m.data >= (ratio * _row_reduce(np.maximum, m.data, m.indptr))[row_of]
     else:
-        order = np.lexsort((m.indices, -m.data, row_of))  # within each row: weight descending, column ascending
+        # Within each row: weight descending, then column ascending. Positive float32 bits order like the values,
+        # so one stable sort of (row, inverted bits) does it; indices are sorted, so ties keep column order.
+        inverted = (np.uint32(0xFFFFFFFF) - m.data.view(np.uint32)).astype(np.int64)
+        order = np.argsort((row_of.astype(np.int64) << 32) | inverted, kind="stable")
         rank = np.arange(m.nnz) - m.indptr[row_of]  # row_of is the same in `order`'s arrangement
         if prune_type == "top_k":
             keep_sorted = rank < int(ratio)
