@@ -6,7 +6,8 @@ The Java rules, in Java's float32 arithmetic (the ratio arrives as `floatValue()
 - abs_value: keep w where w >= ratio;
 - top_k: keep the int(ratio) largest;
 - alpha_mass: largest first, `topSum += w` in float; keep w while topSum <= ratio * sum, with sum the row total
-  added in double and cast to float. The weight whose addition crosses ratio * sum is dropped, and so is every
+  added in double and cast to float (Java's compensated sum and numpy's pairwise one agree: float32 weights whose
+  magnitudes span under ~2^20 add up exactly in double). The weight whose addition crosses ratio * sum is dropped, and so is every
   later one (the running sum of positive weights never decreases).
 Weights must be positive (Java throws otherwise). Ties, which Java settles by HashMap iteration and heap order
 (unspecified): the lower column wins, for a dict the earlier key. Only which of several equal weights is kept can
@@ -67,7 +68,7 @@ def prune_matrix(matrix: sp.spmatrix, prune_type: str = "none", prune_ratio: flo
         # so one stable sort of (row, inverted bits) does it; indices are sorted, so ties keep column order.
         inverted = (np.uint32(0xFFFFFFFF) - m.data.view(np.uint32)).astype(np.int64)
         order = np.argsort((row_of.astype(np.int64) << 32) | inverted, kind="stable")
-        rank = np.arange(m.nnz) - m.indptr[row_of]  # row_of is the same in `order`'s arrangement
+        rank = np.arange(m.nnz) - m.indptr[row_of]  # sorted position p still lies in row row_of[p]
         if prune_type == "top_k":
             keep_sorted = rank < int(ratio)
         else:
