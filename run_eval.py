@@ -25,6 +25,13 @@ BASELINES = {"bm25": "mecab", "bm25-bigram": "bigram"}
 HYBRID_MIN_DEPTH = 100
 
 
+def _dashed(arg: str) -> str:
+    if not arg.startswith("--"):
+        return arg
+    key, eq, value = arg.partition("=")
+    return key.replace("_", "-") + eq + value
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", nargs="*", default=[], help="saved SparseEncoder folder(s)")
@@ -64,6 +71,8 @@ def parse_args(argv=None):
                    help="print each model's top terms for these queries (e.g. 추천 시스템 머신러닝)")
     p.add_argument("--cache-dir", help="cached encodings (default: <output>/cache)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write cached corpus encodings")
+    # One flag style across the CLIs: run_train.py's `--max_seq_length` spelling is accepted here too.
+    argv = [_dashed(a) for a in (sys.argv[1:] if argv is None else argv)]
     args = p.parse_args(argv)
     if not args.model and not args.baseline:
         p.error("give --model DIR and/or --baseline bm25")

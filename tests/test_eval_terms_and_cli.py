@@ -162,3 +162,9 @@ def test_run_eval_query_top_k(tmp_path, tiny_model_dir):
     assert got["avg_query_terms"] == pytest.approx(2.0)
     for key in ("ndcg@10", "mrr@10", "recall@1"):
         assert got[key] == pytest.approx(expected[key])
+
+
+def test_run_eval_accepts_run_train_flag_spelling():
+    args = run_eval.parse_args(["--baseline", "bm25", "--benchmark", "beir:a_b", "--max_queries", "3",
+                                "--max_seq_length=64"])
+    assert (args.max_queries, args.max_seq_length, args.benchmark) == (3, 64, ["beir:a_b"])
