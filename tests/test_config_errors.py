@@ -194,3 +194,12 @@ def test_a_scalar_for_a_list_key_is_a_one_element_list(paths):
     assert resolved["allowed_scripts"] == ["hangul"]
     assert [s.name for s in trainer.train_dataset.sources] == [paths.good]
     assert trainer.model.config.allowed_scripts == ["hangul"]
+
+
+def test_run_eval_flag_spelling_is_accepted_by_run_train():
+    from training.arguments import parse_config
+
+    _, data_args, _, training_args, resolved = parse_config(
+        ["--model_name_or_path", "x", "--train_file", "a.jsonl", "--max-seq-length", "77", "--output-dir=out"])
+    assert (data_args.max_seq_length, training_args.output_dir) == (77, "out")
+    assert resolved["max_seq_length"] == 77

@@ -114,7 +114,8 @@ def parse_config(argv: Optional[list[str]] = None, defaults: Optional[dict] = No
     """`[CONFIG.yaml] [--key value ...]` -> (ModelArguments, DataArguments, LossWeights, TrainingArguments, resolved).
 
     `resolved` is the flat dict of every setting the config or the command line gave, written next to the outputs."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    # One flag style across the CLIs: run_eval.py's `--max-seq-length` spelling is accepted here too.
+    argv = [_underscored(a) for a in (sys.argv[1:] if argv is None else argv)]
     values = dict(defaults or {})
     known = _known_keys()
     parser = HfArgumentParser(ARGUMENT_CLASSES, exit_on_error=False)
@@ -150,6 +151,13 @@ def parse_config(argv: Optional[list[str]] = None, defaults: Optional[dict] = No
             if f.init and f.name in given:
                 resolved[f.name] = _plain(getattr(obj, f.name))
     return model_args, data_args, loss_args, training_args, resolved
+
+
+def _underscored(arg: str) -> str:
+    if not arg.startswith("--"):
+        return arg
+    key, eq, value = arg.partition("=")
+    return "--" + key[2:].replace("-", "_") + eq + value
 
 
 def _load_yaml(path: Path, known: dict, list_keys: set) -> dict:
