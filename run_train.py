@@ -18,6 +18,7 @@ from training.arguments import ConfigError, parse_config
 from training.data import BatchSchedule, DataError, SparseCollator, load_sources
 from training.encoder import SparseEncoder
 from training.losses import SparseLoss
+from training.st_layout import LayoutError
 from training.trainer import SparseTrainer
 from training.vocab import token_scripts
 
@@ -77,10 +78,14 @@ def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
                                    data_args.sampling_weight or (), data_args.curriculum_start or ())
         except (DataError, FileNotFoundError) as e:
             sys.exit(f"data error: {e}")
-        model = SparseEncoder.from_pretrained(
-            model_args.model_name_or_path, idf_file=model_args.idf_file, trainable_idf=model_args.trainable_idf,
-            mode=model_args.mode, allowed_scripts=model_args.allowed_scripts,
-            max_seq_length=data_args.max_seq_length, max_query_length=data_args.max_query_length)
+        try:
+            model = SparseEncoder.from_pretrained(
+                model_args.model_name_or_path, idf_file=model_args.idf_file,
+                trainable_idf=model_args.trainable_idf, mode=model_args.mode,
+                allowed_scripts=model_args.allowed_scripts, max_seq_length=data_args.max_seq_length,
+                max_query_length=data_args.max_query_length)
+        except LayoutError as e:
+            sys.exit(f"model error: {e}")
     for s in sources:
         logger.info("source %s: %d %s records", s.name, len(s.records), s.task)
     if model_args.freeze_layers:

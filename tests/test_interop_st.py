@@ -1,0 +1,236 @@
+"""sentence-transformers interop: toolkit folders load in `sentence_transformers.SparseEncoder` with the same vectors,
+and layouts built by sentence-transformers load in the toolkit (folder or hub id), or stop with a clear message."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("sentence_transformers")
+import sentence_transformers as st  # noqa: E402
+from sentence_transformers.sparse_encoder import models as st_models  # noqa: E402
+
+from tests.tiny import SENTENCES  # noqa: E402
+from training import SparseEncoder  # noqa: E402
+from training.st_layout import LayoutError  # noqa: E402
+
+SCRIPTS = ["hangul", "latin"]  # digits and punctuation ("common") are masked: '.' must come out 0 everywhere
+
+
+def real_texts(shared_data=None, n=4):
+    """Korean and English texts of varied length (MS MARCO-ko passages run past max_seq_length), with special
+    tokens written into them."""
+    texts = list(SENTENCES[:6])
+    if shared_data:
+        for name in ("msmarco_kor.json", "msmarco_eng.json"):
+            rows = json.loads(open(f"{shared_data}/msmarco_ko/{name}", encoding="utf-8").read())[:n]
+            texts += [r["query"] for r in rows] + [r["positive"][0] for r in rows]
+    texts += ["서울은 [SEP] 대한민국의 수도이다. [CLS]", "[MASK] search engine [PAD] indexes documents.", "희소"]
+    return texts
+
+
+@pytest.fixture(scope="module")
+def texts():
+    import os
+
+    from tests.conftest import SHARED_DATA
+
+    return real_texts(os.path.abspath(SHARED_DATA) if os.path.isdir(SHARED_DATA) else None)
+
+
+def toolkit_vectors(encoder, texts, is_query):
+    return torch.from_numpy(encoder.encode(texts, is_query=is_query, batch_size=4).matrix.toarray())
+
+
+def st_vectors(model, texts, is_query):
+    encode = model.encode_query if is_query else model.encode_document
+    return encode(texts, convert_to_tensor=True, batch_size=4).to_dense().float()
+
+
+def assert_same(st_model, encoder, texts, query_texts):
+    for is_query, batch in ((False, texts), (True, query_texts)):
+        ours, theirs = toolkit_vectors(encoder, batch, is_query), st_vectors(st_model, batch, is_query)
+        assert ours.shape == theirs.shape
+        torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
+        assert (ours > 0).sum() > 0
+
+
+def short(texts, encoder):
+    """Queries within max_query_length: the SPLADE layout has one max_seq_length for both sides."""
+    return [t for t in texts if len(encoder.tokenizer(t)["input_ids"]) <= encoder.config.max_query_length]
+
+
+@pytest.fixture(scope="module")
+def trained_like(tiny_model_dir):
+    """A toolkit SPLADE encoder with an allowed-scripts mask, and a doc-only one with a non-uniform IDF."""
+    splade = SparseEncoder.from_pretrained(tiny_model_dir, allowed_scripts=SCRIPTS).eval()
+    doc_only = SparseEncoder.from_pretrained(tiny_model_dir, allowed_scripts=SCRIPTS, mode="doc_only",
+                                             max_query_length=24).eval()
+    with torch.no_grad():
+        doc_only.idf.copy_(torch.linspace(0.5, 4.0, doc_only.vocab_size))
+    return {"splade": splade, "doc_only": doc_only}
+
+
+# ------------------------------------------------------------------------------------ toolkit -> sentence-transformers
+@pytest.mark.parametrize("mode", ["splade", "doc_only"])
+def test_toolkit_export_loads_in_sentence_transformers(trained_like, texts, tmp_path, mode):
+    from run_export import main
+
+    encoder = trained_like[mode]
+    src = tmp_path / "model"
+    encoder.save_pretrained(src)
+    assert main(["--model", str(src), "--target", "hf", "--output", str(tmp_path / "hf")]) == 0
+    model = st.SparseEncoder(str(tmp_path / "hf"), device="cpu")
+    if mode == "splade":
+        assert [type(m).__name__ for m in model] == ["MLMTransformer", "SpladePooling"]
+        assert model[1].pooling_strategy == "max" and model[1].activation_function == "relu"
+        queries = short(texts, encoder)
+    else:
+        router = model[0]
+        assert type(router).__name__ == "Router"
+        assert [type(m).__name__ for m in router.sub_modules["query"]] == ["SparseStaticEmbedding"]
+        assert [type(m).__name__ for m in router.sub_modules["document"]] == ["MLMTransformer", "SpladePooling"]
+        queries = texts  # long passages as queries: both sides truncate at max_query_length
+    assert_same(model, encoder, texts, queries)
+    # The mask lives in the weights: ids it zeroes (special tokens, digits, punctuation) are exactly 0 in
+    # sentence-transformers, which knows nothing of it, and plain transformers logits there are hugely negative.
+    masked = encoder.output_mask == 0
+    vocab = encoder.tokenizer.get_vocab()
+    assert masked[[vocab["[CLS]"], vocab["[SEP]"], vocab["."]]].all()
+    for is_query in (False, True):
+        assert (st_vectors(model, texts, is_query)[:, masked] == 0).all()
+
+
+# ------------------------------------------------------------------------------------ sentence-transformers -> toolkit
+def build_st_layout(kind, tiny_model_dir, out):
+    """A sparse model saved by sentence-transformers itself."""
+    if kind == "mlm_transformer":
+        modules = [st_models.MLMTransformer(str(tiny_model_dir)), st_models.SpladePooling("max")]
+    elif kind == "transformer_fill_mask":
+        modules = [st_models.Transformer(str(tiny_model_dir), transformer_task="fill-mask"),
+                   st_models.SpladePooling("max")]
+    else:  # OpenSearch's inference-free layout: IDF query side, MLM document side (saved in a subfolder)
+        doc = st_models.MLMTransformer(str(tiny_model_dir))
+        idf = torch.linspace(4.0, 0.5, len(doc.tokenizer.get_vocab()))
+        modules = [st_models.Router.for_query_document(
+            query_modules=[st_models.SparseStaticEmbedding(tokenizer=doc.tokenizer, weight=idf, frozen=False)],
+            document_modules=[doc, st_models.SpladePooling("max")])]
+    model = st.SparseEncoder(modules=modules, similarity_fn_name="dot", device="cpu")
+    model.save(str(out))
+    return model
+
+
+@pytest.mark.parametrize("kind", ["mlm_transformer", "transformer_fill_mask", "router_static_query"])
+def test_sentence_transformers_layouts_load_in_toolkit_and_back(kind, tiny_model_dir, texts, tmp_path):
+    built = build_st_layout(kind, tiny_model_dir, tmp_path / "st")
+    encoder = SparseEncoder.from_pretrained(tmp_path / "st", allowed_scripts=SCRIPTS).eval()
+    assert encoder.config.mode == ("doc_only" if kind == "router_static_query" else "splade")
+    queries = texts if encoder.config.mode == "doc_only" else short(texts, encoder)
+    mask = encoder.output_mask
+    # The toolkit = sentence-transformers' vectors with its output mask applied (special tokens, other scripts).
+    for is_query, batch in ((False, texts), (True, queries)):
+        expected = st_vectors(built, batch, is_query) * mask
+        torch.testing.assert_close(toolkit_vectors(encoder, batch, is_query), expected, atol=1e-5, rtol=0)
+    # ... and saved again by the toolkit, sentence-transformers gives exactly the toolkit's vectors.
+    encoder.save_pretrained(tmp_path / "toolkit")
+    assert_same(st.SparseEncoder(str(tmp_path / "toolkit"), device="cpu"), encoder, texts, queries)
+
+
+def test_hub_id_of_a_sentence_transformers_router_loads(tiny_model_dir, tmp_path, monkeypatch):
+    """A hub id resolves through the HF cache like a download (offline here: a cache holding the repo)."""
+    import huggingface_hub.constants
+
+    built = build_st_layout("router_static_query", tiny_model_dir, tmp_path / "st")
+    commit = "1" * 40
+    repo = tmp_path / "hub" / "models--ko-sparse--tiny-router"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(tmp_path / "st", repo / "snapshots" / commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    encoder = SparseEncoder.from_pretrained("ko-sparse/tiny-router").eval()
+    assert encoder.config.mode == "doc_only"
+    for is_query in (False, True):
+        expected = st_vectors(built, SENTENCES, is_query) * encoder.output_mask
+        torch.testing.assert_close(toolkit_vectors(encoder, SENTENCES, is_query), expected, atol=1e-5, rtol=0)
+
+
+def test_run_eval_takes_a_sentence_transformers_model(tiny_model_dir, tmp_path):
+    import run_eval
+    from tests.test_eval_beir import write_beir
+
+    build_st_layout("router_static_query", tiny_model_dir, tmp_path / "st")
+    bench = write_beir(tmp_path / "bench")
+    assert run_eval.main(["--model", str(tmp_path / "st"), "--benchmark", f"beir:{bench}", "--output",
+                          str(tmp_path / "eval"), "--latency-queries", "0", "--no-cache"]) == 0
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    metrics = next(iter(results.values()))["st"]
+    assert metrics["avg_query_terms"] > 0 and 0 <= metrics["ndcg@10"] <= 1
+
+
+def test_run_train_fine_tunes_a_sentence_transformers_model_and_its_checkpoints_load_back(tiny_model_dir,
+                                                                                         tmp_path):
+    """model_name_or_path = a Router layout: training starts from its IDF, and every checkpoint and the final
+    model (SparseTrainer._save) load in sentence-transformers with the toolkit's vectors."""
+    import os
+
+    built = build_st_layout("router_static_query", tiny_model_dir, tmp_path / "st")
+    ko = SENTENCES[0::2]
+    data = tmp_path / "triplets.jsonl"
+    data.write_text("".join(json.dumps({"query": k[:8], "positive": k, "negatives": [x for x in ko if x != k][:2]},
+                                       ensure_ascii=False) + "\n" for k in ko), encoding="utf-8")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "run_train.py", "--model_name_or_path", str(tmp_path / "st"), "--mode", "doc_only",
+           "--train_file", str(data), "--allowed_scripts", *SCRIPTS, "--max_steps", "2", "--save_steps", "1",
+           "--save_strategy", "steps", "--per_device_train_batch_size", "2", "--num_negatives", "1",
+           "--report_to", "none", "--max_seq_length", "32", "--output_dir", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    start_idf = built[0].sub_modules["query"][0].weight.detach()
+    for folder in (out / "checkpoint-1", out):
+        encoder = SparseEncoder.from_pretrained(folder).eval()
+        assert encoder.config.mode == "doc_only"
+        torch.testing.assert_close(encoder.idf, start_idf)  # the IDF is not trained by default
+        assert_same(st.SparseEncoder(str(folder), device="cpu"), encoder, SENTENCES[:6], SENTENCES[6:])
+
+
+@pytest.mark.parametrize("module, option", [
+    (lambda d: st_models.SpladePooling("sum"), "pooling_strategy='sum'"),
+    (lambda d: st_models.SpladePooling("max", activation_function="log1p_relu"), "activation_function='log1p_relu'"),
+])
+def test_unsupported_pooling_stops_with_module_and_option(module, option, tiny_model_dir, tmp_path):
+    st.SparseEncoder(modules=[st_models.MLMTransformer(str(tiny_model_dir)), module(tiny_model_dir)],
+                     device="cpu").save(str(tmp_path / "st"))
+    with pytest.raises(LayoutError, match=rf"module '1' \(SpladePooling\) has {option}"):
+        SparseEncoder.from_pretrained(tmp_path / "st")
+
+
+def test_csr_head_stops_with_module_name(tiny_model_dir, tmp_path):
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    transformer = st_models.Transformer(str(tiny_model_dir))
+    pooling = Pooling(transformer.get_embedding_dimension(), "mean")
+    csr = st_models.SparseAutoEncoder(input_dim=transformer.get_embedding_dimension(), hidden_dim=64, k=8)
+    st.SparseEncoder(modules=[transformer, pooling, csr], device="cpu").save(str(tmp_path / "csr"))
+    with pytest.raises(LayoutError, match=r"modules \['Transformer', 'Pooling', 'SparseAutoEncoder'\]"):
+        SparseEncoder.from_pretrained(tmp_path / "csr")
+    import run_eval
+    from tests.test_eval_beir import write_beir
+
+    with pytest.raises(SystemExit, match="SparseAutoEncoder"):
+        run_eval.main(["--model", str(tmp_path / "csr"), "--benchmark", f"beir:{write_beir(tmp_path / 'b')}",
+                       "--output", str(tmp_path / "eval")])
+
+
+def test_saved_bias_is_restored_in_the_live_model(trained_like, tmp_path):
+    encoder = trained_like["splade"]
+    bias = encoder.mlm.get_output_embeddings().bias.detach().clone()
+    encoder.save_pretrained(tmp_path / "m")
+    assert torch.equal(encoder.mlm.get_output_embeddings().bias, bias)
+    saved = SparseEncoder.from_pretrained(tmp_path / "m").mlm.get_output_embeddings().bias.detach()
+    masked = encoder.output_mask == 0
+    assert (saved[masked] <= -1e3).all() and torch.equal(saved[~masked], bias[~masked])
+    assert np.isfinite(saved.numpy()).all()
