@@ -1,6 +1,7 @@
 """sentence-transformers interop: toolkit folders load in `sentence_transformers.SparseEncoder` with the same vectors,
 and layouts built by sentence-transformers load in the toolkit (folder or hub id), or stop with a clear message."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -11,22 +12,23 @@ import torch
 
 pytest.importorskip("sentence_transformers")
 import sentence_transformers as st  # noqa: E402
-from sentence_transformers.sparse_encoder import models as st_models  # noqa: E402
+from sentence_transformers.sparse_encoder import modules as st_models  # noqa: E402
 
-from tests.tiny import SENTENCES  # noqa: E402
+from tests.conftest import SHARED_DATA  # noqa: E402
+from tests.tiny import SENTENCES, build_tokenizer  # noqa: E402
 from training import SparseEncoder  # noqa: E402
 from training.st_layout import LayoutError  # noqa: E402
 
 SCRIPTS = ["hangul", "latin"]  # digits and punctuation ("common") are masked: '.' must come out 0 everywhere
 
 
-def real_texts(shared_data=None, n=4):
-    """Korean and English texts of varied length (MS MARCO-ko passages run past max_seq_length), with special
-    tokens written into them."""
+def real_texts(n=4):
+    """Korean and English texts of varied length (MS MARCO-ko passages, when the shared data is there, run past
+    max_seq_length), with special tokens written into them."""
     texts = list(SENTENCES[:6])
-    if shared_data:
+    if os.path.isdir(SHARED_DATA):
         for name in ("msmarco_kor.json", "msmarco_eng.json"):
-            rows = json.loads(open(f"{shared_data}/msmarco_ko/{name}", encoding="utf-8").read())[:n]
+            rows = json.loads(open(os.path.join(SHARED_DATA, "msmarco_ko", name), encoding="utf-8").read())[:n]
             texts += [r["query"] for r in rows] + [r["positive"][0] for r in rows]
     texts += ["서울은 [SEP] 대한민국의 수도이다. [CLS]", "[MASK] search engine [PAD] indexes documents.", "희소"]
     return texts
@@ -34,11 +36,7 @@ def real_texts(shared_data=None, n=4):
 
 @pytest.fixture(scope="module")
 def texts():
-    import os
-
-    from tests.conftest import SHARED_DATA
-
-    return real_texts(os.path.abspath(SHARED_DATA) if os.path.isdir(SHARED_DATA) else None)
+    return real_texts()
 
 
 def toolkit_vectors(encoder, texts, is_query):
@@ -105,15 +103,35 @@ def test_toolkit_export_loads_in_sentence_transformers(trained_like, texts, tmp_
 
 
 # ------------------------------------------------------------------------------------ sentence-transformers -> toolkit
-def build_st_layout(kind, tiny_model_dir, out):
+@pytest.fixture(scope="module")
+def tiny_modernbert_dir(tmp_path_factory):
+    """A random ModernBertForMaskedLM (the architecture of splade-ko-v1 and PIXIE-Splade) whose vocabulary is
+    padded to a multiple of 64, as theirs is: the MLM head has more rows than the tokenizer has ids."""
+    from transformers import ModernBertConfig, ModernBertForMaskedLM
+
+    out = tmp_path_factory.mktemp("tiny_modernbert")
+    tokenizer = build_tokenizer()
+    torch.manual_seed(0)
+    config = ModernBertConfig(
+        vocab_size=(len(tokenizer) + 63) // 64 * 64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128, global_attn_every_n_layers=1, local_attention=16,
+        pad_token_id=tokenizer.pad_token_id, cls_token_id=tokenizer.cls_token_id,
+        sep_token_id=tokenizer.sep_token_id, bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id)
+    ModernBertForMaskedLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def build_st_layout(kind, model_dir, out):
     """A sparse model saved by sentence-transformers itself."""
     if kind == "mlm_transformer":
-        modules = [st_models.MLMTransformer(str(tiny_model_dir)), st_models.SpladePooling("max")]
+        modules = [st_models.MLMTransformer(str(model_dir)), st_models.SpladePooling("max")]
     elif kind == "transformer_fill_mask":
-        modules = [st_models.Transformer(str(tiny_model_dir), transformer_task="fill-mask"),
+        modules = [st_models.Transformer(str(model_dir), transformer_task="fill-mask"),
                    st_models.SpladePooling("max")]
     else:  # OpenSearch's inference-free layout: IDF query side, MLM document side (saved in a subfolder)
-        doc = st_models.MLMTransformer(str(tiny_model_dir))
+        doc = st_models.MLMTransformer(str(model_dir))
         idf = torch.linspace(4.0, 0.5, len(doc.tokenizer.get_vocab()))
         modules = [st_models.Router.for_query_document(
             query_modules=[st_models.SparseStaticEmbedding(tokenizer=doc.tokenizer, weight=idf, frozen=False)],
@@ -123,9 +141,12 @@ def build_st_layout(kind, tiny_model_dir, out):
     return model
 
 
-@pytest.mark.parametrize("kind", ["mlm_transformer", "transformer_fill_mask", "router_static_query"])
-def test_sentence_transformers_layouts_load_in_toolkit_and_back(kind, tiny_model_dir, texts, tmp_path):
-    built = build_st_layout(kind, tiny_model_dir, tmp_path / "st")
+@pytest.mark.parametrize("kind, backbone", [("mlm_transformer", "bert"), ("transformer_fill_mask", "bert"),
+                                            ("router_static_query", "bert"), ("mlm_transformer", "modernbert")])
+def test_sentence_transformers_layouts_load_in_toolkit_and_back(kind, backbone, tiny_model_dir,
+                                                                tiny_modernbert_dir, texts, tmp_path):
+    model_dir = tiny_model_dir if backbone == "bert" else tiny_modernbert_dir
+    built = build_st_layout(kind, model_dir, tmp_path / "st")
     encoder = SparseEncoder.from_pretrained(tmp_path / "st", allowed_scripts=SCRIPTS).eval()
     assert encoder.config.mode == ("doc_only" if kind == "router_static_query" else "splade")
     queries = texts if encoder.config.mode == "doc_only" else short(texts, encoder)
