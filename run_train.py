@@ -42,8 +42,8 @@ def build_loss(model: SparseEncoder, loss_args, data_args) -> SparseLoss:
         # Frequent (low-IDF) tokens cost more; mean weight 1 keeps the FLOPS scale comparable.
         w = 1.0 / (1.0 + model.idf.detach().clamp(min=0))
         flops_weights = w / w.mean()
-    return SparseLoss(loss_args, model.vocab_size, model.output_mask.detach().clone(), non_target_mask=non_target,
-                      stopword_mask=stopwords, flops_token_weights=flops_weights)
+    return SparseLoss(loss_args, non_target_mask=non_target, stopword_mask=stopwords,
+                      flops_token_weights=flops_weights, regularise_queries=model.config.mode == "splade")
 
 
 def last_complete_checkpoint(output_dir: str):

@@ -1,24 +1,20 @@
-"""Feature names: the one place that decides what each vocabulary id is called inside OpenSearch.
+"""Feature names: what each vocabulary id is called inside OpenSearch, and local vectors in that form.
 
-ML Commons names an output id by `tokenizer.decode([id], skip_special_tokens=True)` (SparseEncodingTranslator,
-SparseTokenizerModel), not by the raw vocabulary piece, so SentencePiece pieces "▁word" and "word" both become
-"word", and the translator keeps only one of them. Elasticsearch's `rank_features` / `sparse_vector` reject names
-with '.', and ML Commons drops empty names. To keep every path identical (the exported model inside OpenSearch,
-the ingest pipeline, `query_text` + `model_id`, and vectors computed here for bulk indexing or `query_tokens`):
-
-- an id whose name is empty or contains '.' is dropped (weight 0), here and inside the exported model;
-- ids sharing a name are merged into the lowest such id with the max weight, here and inside the exported model.
-
-`sparse_vector` (seismic) fields take token ids as keys instead: the same merged ids, written as decimal strings.
+ML Commons names an output id by decoding it alone (skip special tokens), so SentencePiece pieces "▁word" and
+"word" share a name, and `rank_features` / `sparse_vector` reject names with '.'. The encoder's output space is
+already the served one (training.vocab.served_ids: an unnameable id and every id whose name a lower id has are
+exactly 0 in every output, locally, in TorchScript and in ONNX), so naming the active ids is all that is left:
+the exported model, the ingest pipeline, `query_text` + `model_id`, and vectors computed here for bulk indexing
+or `query_tokens` are the same features. `sparse_vector` (seismic) fields take token ids as keys instead.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import scipy.sparse as sp
-import torch
+
+from training.vocab import is_valid_feature_name  # noqa: F401  (re-exported: the deploy-side name check)
 
 FIELD_TYPES = ("rank_features", "sparse_vector")
 PRUNE_TYPES = ("none", "max_ratio", "alpha_mass", "top_k", "abs_value")
@@ -26,72 +22,33 @@ PRUNE_TYPES = ("none", "max_ratio", "alpha_mass", "top_k", "abs_value")
 MIN_FEATURE_VALUE = float(np.finfo(np.float32).tiny)
 
 
-def is_valid_feature_name(name: str) -> bool:
-    """Whether OpenSearch and Elasticsearch both accept `name` as a rank feature (non-empty, no '.')."""
-    return bool(name) and "." not in name
-
-
 @dataclass
 class FeatureVocabulary:
-    """Per-id OpenSearch names plus the merge map: `canonical[i]` is the id that carries id i's weight, and
-    `valid[i]` says whether id i may carry weight at all."""
+    """Per-id OpenSearch names of an encoder's output space and which ids it serves."""
 
-    names: list[Optional[str]]
-    canonical: np.ndarray  # int64 [vocab]
-    valid: np.ndarray  # bool [vocab]
+    names: list[str]
+    served: np.ndarray  # bool [vocab]
 
     @classmethod
-    def from_tokenizer(cls, tokenizer, vocab_size: Optional[int] = None) -> "FeatureVocabulary":
-        backend = tokenizer.backend_tokenizer if hasattr(tokenizer, "backend_tokenizer") else tokenizer
-        size = vocab_size or backend.get_vocab_size(with_added_tokens=True)
-        names: list[Optional[str]] = []
-        for i in range(size):
-            name = backend.decode([i], skip_special_tokens=True) if i < backend.get_vocab_size(True) else ""
-            names.append(name if is_valid_feature_name(name) else None)
-        first: dict[str, int] = {}
-        canonical = np.arange(size, dtype=np.int64)
-        for i, name in enumerate(names):
-            if name is not None:
-                canonical[i] = first.setdefault(name, i)
-        valid = np.array([n is not None for n in names], dtype=bool)
-        return cls(names, canonical, valid)
-
-    @property
-    def has_merges(self) -> bool:
-        return bool((self.canonical != np.arange(len(self.canonical))).any())
-
-    def merge(self, weights: torch.Tensor) -> torch.Tensor:
-        """[batch, vocab] weights -> the same shape with invalid ids zeroed and each name's weight (the max over
-        its ids) on its canonical id. Pure tensor ops, so it traces into TorchScript and ONNX."""
-        weights = weights * torch.as_tensor(self.valid, dtype=weights.dtype, device=weights.device)
-        if not self.has_merges:
-            return weights
-        index = torch.as_tensor(self.canonical, device=weights.device).expand_as(weights)
-        return torch.zeros_like(weights).scatter_reduce(1, index, weights, reduce="amax", include_self=True)
-
-    def merge_matrix(self, matrix: sp.csr_matrix) -> sp.csr_matrix:
-        """`merge` for a CSR matrix [n, vocab] (what `SparseEncoder.encode` returns)."""
-        coo = matrix.tocoo()
-        keep = self.valid[coo.col] & (coo.data >= MIN_FEATURE_VALUE)
-        rows, cols, vals = coo.row[keep], self.canonical[coo.col[keep]], coo.data[keep].astype(np.float32)
-        if len(vals):  # max per (row, canonical id): sort so each cell's max comes last, keep the last
-            order = np.lexsort((vals, cols, rows))
-            rows, cols, vals = rows[order], cols[order], vals[order]
-            last = np.ones(len(vals), dtype=bool)
-            last[:-1] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
-            rows, cols, vals = rows[last], cols[last], vals[last]
-        return sp.csr_matrix((vals, (rows, cols)), shape=matrix.shape, dtype=np.float32)
+    def from_encoder(cls, encoder) -> "FeatureVocabulary":
+        return cls(list(encoder.feature_names), encoder.output_mask.detach().cpu().numpy() > 0)
 
     def to_features(self, matrix: sp.csr_matrix, field_type: str = "rank_features",
                     prune_type: str = "none", prune_ratio: float = 0.0) -> list[dict[str, float]]:
         """One {feature: weight} dict per row, named for `field_type` and pruned as the ingest pipeline would."""
         if field_type not in FIELD_TYPES:
             raise ValueError(f"field_type must be one of {FIELD_TYPES}, got {field_type!r}")
-        merged = self.merge_matrix(sp.csr_matrix(matrix))
+        matrix = sp.csr_matrix(matrix, dtype=np.float32)
+        matrix.data[matrix.data < MIN_FEATURE_VALUE] = 0
+        matrix.eliminate_zeros()
+        stray = np.flatnonzero(~self.served[matrix.indices])
+        if len(stray):
+            raise ValueError(f"id {matrix.indices[stray[0]]} is active but not a served feature: vectors must come "
+                             "from the encoder these names belong to")
         out = []
-        for i in range(merged.shape[0]):
-            cols = merged.indices[merged.indptr[i]:merged.indptr[i + 1]]
-            vals = merged.data[merged.indptr[i]:merged.indptr[i + 1]]
+        for i in range(matrix.shape[0]):
+            cols = matrix.indices[matrix.indptr[i]:matrix.indptr[i + 1]]
+            vals = matrix.data[matrix.indptr[i]:matrix.indptr[i + 1]]
             keys = [str(int(c)) for c in cols] if field_type == "sparse_vector" else [self.names[c] for c in cols]
             out.append(prune_features(dict(zip(keys, map(float, vals))), prune_type, prune_ratio))
         return out
@@ -142,10 +99,10 @@ def prune_features(features: dict[str, float], prune_type: str = "none", prune_r
 
 def encode_features(encoder, texts, is_query: bool = False, field_type: str = "rank_features",
                     prune_type: str = "none", prune_ratio: float = 0.0, batch_size: int = 32,
-                    features: Optional[FeatureVocabulary] = None) -> list[dict[str, float]]:
+                    features: FeatureVocabulary | None = None) -> list[dict[str, float]]:
     """Encode texts locally into what OpenSearch stores (documents) or takes as `query_tokens` (queries): the
     single path both sides go through, so index and query always name features the same way."""
-    features = features or FeatureVocabulary.from_tokenizer(encoder.tokenizer, encoder.vocab_size)
+    features = features or FeatureVocabulary.from_encoder(encoder)
     # No encode-time top_k / threshold: OpenSearch's model does not apply them; prune_type is the knob instead.
     emb = encoder.encode(list(texts), batch_size=batch_size, is_query=is_query, top_k=encoder.vocab_size,
                          threshold=0.0)

@@ -17,8 +17,6 @@ from typing import Dict, Optional
 import torch
 from torch import nn
 
-from .features import FeatureVocabulary
-
 MODEL_FILE = "model.pt"
 TOKENIZER_FILE = "tokenizer.json"
 IDF_FILE = "idf.json"
@@ -28,17 +26,15 @@ TRACE_TEXTS = ["머신러닝 모델은 데이터에서 패턴을 학습한다.",
 
 
 class SparseEncodingModule(nn.Module):
-    """What runs inside OpenSearch: `encode_documents` (pooling, vocabulary mask) followed by the feature-name
-    merge of deploy.features, so the cluster emits exactly the features computed locally."""
+    """What runs inside OpenSearch: `encode_documents` (pooling and the served-vocabulary mask), so the cluster
+    emits exactly the features computed locally."""
 
-    def __init__(self, encoder, features: Optional[FeatureVocabulary] = None):
+    def __init__(self, encoder):
         super().__init__()
         self.encoder = encoder
-        self.features = features or FeatureVocabulary.from_tokenizer(encoder.tokenizer, encoder.vocab_size)
 
     def forward(self, features: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        weights = self.encoder.encode_documents(features["input_ids"], features["attention_mask"])
-        return {"output": self.features.merge(weights)}
+        return {"output": self.encoder.encode_documents(features["input_ids"], features["attention_mask"])}
 
 
 def example_features(encoder, texts=TRACE_TEXTS) -> dict[str, torch.Tensor]:
@@ -68,16 +64,12 @@ def tokenizer_json(encoder, max_length: int) -> str:
     return json.dumps(data, ensure_ascii=False)
 
 
-def opensearch_idf(encoder, features: Optional[FeatureVocabulary] = None) -> dict[str, float]:
-    """idf.json keyed by the names SparseTokenizerModel looks up (decoded tokens; missing names weigh 1.0).
-    Ids sharing a name get the name's largest IDF, the same max rule as the document side."""
-    features = features or FeatureVocabulary.from_tokenizer(encoder.tokenizer, encoder.vocab_size)
-    idf = (encoder.idf.detach().cpu() * encoder.output_mask.cpu()).tolist()
-    out: dict[str, float] = {}
-    for i, name in enumerate(features.names):
-        if name is not None and encoder.output_mask[i] > 0:
-            out[name] = max(out.get(name, 0.0), float(idf[i]))
-    return out
+def opensearch_idf(encoder) -> dict[str, float]:
+    """idf.json keyed by the names SparseTokenizerModel looks up (decoded tokens; missing names weigh 1.0): the
+    IDF of each served id under its name, which is what `SparseEncoder.encode_queries` gives every id of that name."""
+    idf = encoder.idf.detach().cpu().tolist()
+    served = (encoder.output_mask > 0).tolist()
+    return {name: float(idf[i]) for i, name in enumerate(encoder.feature_names) if served[i]}
 
 
 def sha256(path) -> str:
@@ -119,7 +111,6 @@ def export_opensearch(encoder, output_dir, name: str, version: str = "1.0.0",
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     cfg = encoder.config
-    features = FeatureVocabulary.from_tokenizer(encoder.tokenizer, encoder.vocab_size)
     mode = "doc-only (inference-free queries)" if cfg.mode == "doc_only" else "bi-encoder"
     description = description or f"Korean/English SPLADE sparse encoder, {mode}"
     out: dict[str, Path] = {}
@@ -137,7 +128,7 @@ def export_opensearch(encoder, output_dir, name: str, version: str = "1.0.0",
 
     if cfg.mode == "doc_only":
         tok_zip = output_dir / f"{name}-sparse-tokenize.zip"
-        idf = json.dumps(opensearch_idf(encoder, features), ensure_ascii=False).encode("utf-8")
+        idf = json.dumps(opensearch_idf(encoder), ensure_ascii=False).encode("utf-8")
         _write_zip(tok_zip, {TOKENIZER_FILE: tokenizer_json(encoder, cfg.max_query_length).encode("utf-8"),
                              IDF_FILE: idf})
         out["tokenize_zip"] = tok_zip

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .features import FeatureVocabulary
 from .ml_commons import TOKENIZER_FILE, example_features, tokenizer_json
 
 ONNX_FILE = "model.onnx"
@@ -20,13 +19,12 @@ OUTPUT_NAME = "output"
 class _PositionalSparseModule(nn.Module):
     """ONNX graphs take positional tensors, not a dict."""
 
-    def __init__(self, encoder, features: FeatureVocabulary):
+    def __init__(self, encoder):
         super().__init__()
         self.encoder = encoder
-        self.features = features
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.features.merge(self.encoder.encode_documents(input_ids, attention_mask))
+        return self.encoder.encode_documents(input_ids, attention_mask)
 
 
 def export_onnx(encoder, output_dir, opset: int = 18) -> Path:
@@ -35,8 +33,7 @@ def export_onnx(encoder, output_dir, opset: int = 18) -> Path:
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     encoder = encoder.to("cpu").eval()
-    module = _PositionalSparseModule(encoder, FeatureVocabulary.from_tokenizer(encoder.tokenizer,
-                                                                               encoder.vocab_size)).eval()
+    module = _PositionalSparseModule(encoder).eval()
     example = example_features(encoder)
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
     path = output_dir / ONNX_FILE

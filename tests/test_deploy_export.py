@@ -77,22 +77,6 @@ def test_torchscript_equals_eager(encoder, exported, tmp_path, texts):
     assert (got["output"][:, encoder.tokenizer.all_special_ids] == 0).all()
 
 
-def test_torchscript_applies_the_feature_merge(encoder, tmp_path):
-    """SentencePiece vocabularies decode '▁x' and 'x' to the same name: the exported model must merge them."""
-    features = FeatureVocabulary.from_tokenizer(encoder.tokenizer, encoder.vocab_size)
-    batch, eager = _eager(encoder, ["추천 시스템"])
-    a, b = sorted(torch.topk(eager[0], 2).indices.tolist())
-    features.canonical[b] = a  # pretend both decode to one name
-    module = SparseEncodingModule(encoder, features).eval()
-    with torch.no_grad():
-        traced = torch.jit.trace(module, {"input_ids": batch["input_ids"],
-                                          "attention_mask": batch["attention_mask"]}, strict=False)
-        got = traced({"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]})["output"]
-    assert got[0, a] == pytest.approx(float(max(eager[0, a], eager[0, b])), abs=1e-6) and got[0, b] == 0
-    local = features.merge_matrix(sp.csr_matrix(eager.numpy()))
-    np.testing.assert_allclose(local.toarray(), got.numpy(), atol=1e-6)
-
-
 def test_doc_only_exports_the_query_tokenizer(doc_only, tmp_path):
     paths = export_opensearch(doc_only, tmp_path, name="tiny-doc-only")
     with zipfile.ZipFile(paths["tokenize_zip"]) as zf:
@@ -106,9 +90,9 @@ def test_doc_only_exports_the_query_tokenizer(doc_only, tmp_path):
 
 
 def test_feature_names_follow_ml_commons_decoding(encoder):
-    features = FeatureVocabulary.from_tokenizer(encoder.tokenizer, encoder.vocab_size)
+    features = FeatureVocabulary.from_encoder(encoder)
     vocab = encoder.tokenizer.get_vocab()
-    assert features.names[vocab["[CLS]"]] is None and features.names[vocab["."]] is None
+    assert features.names[vocab["[CLS]"]] == "" and not features.served[[vocab["[CLS]"], vocab["."]]].any()
     cont = next(t for t in vocab if t.startswith("##"))
     assert features.names[vocab[cont]] == cont  # a lone WordPiece continuation decodes with its '##'
     _, weights = _eager(encoder, TEXTS)

@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
@@ -15,7 +14,7 @@ import sentence_transformers as st  # noqa: E402
 from sentence_transformers.sparse_encoder import modules as st_models  # noqa: E402
 
 from tests.conftest import SHARED_DATA  # noqa: E402
-from tests.tiny import SENTENCES, build_tokenizer  # noqa: E402
+from tests.tiny import SENTENCES, build_tiny_sentencepiece_model, build_tokenizer  # noqa: E402
 from training import SparseEncoder  # noqa: E402
 from training.st_layout import LayoutError  # noqa: E402
 
@@ -28,7 +27,8 @@ def real_texts(n=4):
     texts = list(SENTENCES[:6])
     if os.path.isdir(SHARED_DATA):
         for name in ("msmarco_kor.json", "msmarco_eng.json"):
-            rows = json.loads(open(os.path.join(SHARED_DATA, "msmarco_ko", name), encoding="utf-8").read())[:n]
+            with open(os.path.join(SHARED_DATA, "msmarco_ko", name), encoding="utf-8") as f:
+                rows = json.load(f)[:n]
             texts += [r["query"] for r in rows] + [r["positive"][0] for r in rows]
     texts += ["서울은 [SEP] 대한민국의 수도이다. [CLS]", "[MASK] search engine [PAD] indexes documents.", "희소"]
     return texts
@@ -62,22 +62,28 @@ def short(texts, encoder):
 
 
 @pytest.fixture(scope="module")
-def trained_like(tiny_model_dir):
-    """A toolkit SPLADE encoder with an allowed-scripts mask, and a doc-only one with a non-uniform IDF."""
-    splade = SparseEncoder.from_pretrained(tiny_model_dir, allowed_scripts=SCRIPTS).eval()
-    doc_only = SparseEncoder.from_pretrained(tiny_model_dir, allowed_scripts=SCRIPTS, mode="doc_only",
-                                             max_query_length=24).eval()
-    with torch.no_grad():
-        doc_only.idf.copy_(torch.linspace(0.5, 4.0, doc_only.vocab_size))
-    return {"splade": splade, "doc_only": doc_only}
+def tiny_sentencepiece_dir(tmp_path_factory):
+    return build_tiny_sentencepiece_model(tmp_path_factory.mktemp("tiny_sp"))
+
+
+def toolkit_encoder(model_dir, mode):
+    """A toolkit encoder with an allowed-scripts mask; doc-only with a non-uniform IDF."""
+    encoder = SparseEncoder.from_pretrained(model_dir, allowed_scripts=SCRIPTS, mode=mode,
+                                            max_query_length=24).eval()
+    if mode == "doc_only":
+        with torch.no_grad():
+            encoder.idf.copy_(torch.linspace(0.5, 4.0, encoder.vocab_size))
+    return encoder
 
 
 # ------------------------------------------------------------------------------------ toolkit -> sentence-transformers
-@pytest.mark.parametrize("mode", ["splade", "doc_only"])
-def test_toolkit_export_loads_in_sentence_transformers(trained_like, texts, tmp_path, mode):
+@pytest.mark.parametrize("mode, backbone", [("splade", "wordpiece"), ("doc_only", "wordpiece"),
+                                            ("splade", "sentencepiece")])
+def test_toolkit_export_loads_in_sentence_transformers(mode, backbone, tiny_model_dir, tiny_sentencepiece_dir,
+                                                       texts, tmp_path):
     from run_export import main
 
-    encoder = trained_like[mode]
+    encoder = toolkit_encoder(tiny_model_dir if backbone == "wordpiece" else tiny_sentencepiece_dir, mode)
     src = tmp_path / "model"
     encoder.save_pretrained(src)
     assert main(["--model", str(src), "--target", "hf", "--output", str(tmp_path / "hf")]) == 0
@@ -93,13 +99,26 @@ def test_toolkit_export_loads_in_sentence_transformers(trained_like, texts, tmp_
         assert [type(m).__name__ for m in router.sub_modules["document"]] == ["MLMTransformer", "SpladePooling"]
         queries = texts  # long passages as queries: both sides truncate at max_query_length
     assert_same(model, encoder, texts, queries)
-    # The mask lives in the weights: ids it zeroes (special tokens, digits, punctuation) are exactly 0 in
-    # sentence-transformers, which knows nothing of it, and plain transformers logits there are hugely negative.
+    # The mask lives in the weights: ids it zeroes (special tokens, digits, punctuation, for SentencePiece also
+    # ids whose name a lower id has) are exactly 0 in sentence-transformers, which knows nothing of it.
     masked = encoder.output_mask == 0
-    vocab = encoder.tokenizer.get_vocab()
-    assert masked[[vocab["[CLS]"], vocab["[SEP]"], vocab["."]]].all()
+    special = encoder.tokenizer.all_special_ids + [encoder.tokenizer.get_vocab()[p] for p in (".", "\u2581.")
+                                                   if p in encoder.tokenizer.get_vocab()]
+    assert masked[special].all()
     for is_query in (False, True):
         assert (st_vectors(model, texts, is_query)[:, masked] == 0).all()
+
+
+def test_doc_only_sentencepiece_warns_that_queries_differ(tiny_sentencepiece_dir, texts, tmp_path, caplog):
+    """The toolkit moves a query token to the id carrying its name ("서울" for "\u2581서울"); SparseStaticEmbedding
+    weighs the token's own id and cannot: saving says so, and documents still agree."""
+    encoder = toolkit_encoder(tiny_sentencepiece_dir, "doc_only")
+    with caplog.at_level("WARNING", logger="training.st_layout"):
+        encoder.save_pretrained(tmp_path / "m")
+    assert "SparseStaticEmbedding" in caplog.text and "share their name" in caplog.text
+    model = st.SparseEncoder(str(tmp_path / "m"), device="cpu")
+    torch.testing.assert_close(st_vectors(model, texts, False), toolkit_vectors(encoder, texts, False),
+                               atol=1e-5, rtol=0)
 
 
 # ------------------------------------------------------------------------------------ sentence-transformers -> toolkit
@@ -246,12 +265,26 @@ def test_csr_head_stops_with_module_name(tiny_model_dir, tmp_path):
                        "--output", str(tmp_path / "eval")])
 
 
-def test_saved_bias_is_restored_in_the_live_model(trained_like, tmp_path):
-    encoder = trained_like["splade"]
-    bias = encoder.mlm.get_output_embeddings().bias.detach().clone()
-    encoder.save_pretrained(tmp_path / "m")
-    assert torch.equal(encoder.mlm.get_output_embeddings().bias, bias)
-    saved = SparseEncoder.from_pretrained(tmp_path / "m").mlm.get_output_embeddings().bias.detach()
+def test_output_mask_is_in_the_weights_of_the_live_and_the_saved_model(tiny_model_dir, tmp_path):
+    """from_pretrained bakes the live model (so every rank and a resumed run hold what was saved); a model built
+    directly is baked in the saved copy only."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from training.encoder import SparseConfig
+
+    def bias(mlm):
+        return mlm.get_output_embeddings().bias.detach().clone()
+
+    plain = bias(AutoModelForMaskedLM.from_pretrained(tiny_model_dir))
+    encoder = SparseEncoder.from_pretrained(tiny_model_dir, allowed_scripts=SCRIPTS)
     masked = encoder.output_mask == 0
-    assert (saved[masked] <= -1e3).all() and torch.equal(saved[~masked], bias[~masked])
-    assert np.isfinite(saved.numpy()).all()
+    live = bias(encoder.mlm)
+    assert (live[masked] == -1e4).all() and torch.equal(live[~masked], plain[~masked])
+    encoder.save_pretrained(tmp_path / "loaded")
+    assert torch.equal(bias(AutoModelForMaskedLM.from_pretrained(tmp_path / "loaded")), live)
+
+    direct = SparseEncoder(AutoModelForMaskedLM.from_pretrained(tiny_model_dir),
+                           AutoTokenizer.from_pretrained(tiny_model_dir), SparseConfig(allowed_scripts=SCRIPTS))
+    direct.save_pretrained(tmp_path / "direct")
+    assert torch.equal(bias(direct.mlm), plain)
+    assert torch.equal(bias(AutoModelForMaskedLM.from_pretrained(tmp_path / "direct")), live)

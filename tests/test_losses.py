@@ -108,12 +108,77 @@ def test_triplet_margin_and_masked_mass():
     assert L.masked_mass(reps, torch.tensor([0.0, 1.0, 1.0])).item() == pytest.approx((5 + 2) / 2)
 
 
-def test_bag_of_ids_ignores_padding_and_dropped_ids():
+def test_token_bag_ignores_padding_and_moves_ids_to_their_served_id():
+    from training.vocab import token_bag
+
     ids = torch.tensor([[2, 3, 3, 0], [1, 4, 0, 0]])
     mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])
-    keep = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0])
-    bag = L.bag_of_ids(ids, mask, 5, keep)
-    assert bag.tolist() == [[0, 0, 1, 1, 0], [0, 1, 0, 0, 0]]
+    assert token_bag(ids, mask, 5).tolist() == [[0, 0, 1, 1, 0], [0, 1, 0, 0, 1]]
+    canonical = torch.tensor([0, 1, 2, 2, 4])  # id 3 shares id 2's name
+    assert token_bag(ids, mask, 5, canonical).tolist() == [[0, 0, 1, 0, 0], [0, 1, 0, 0, 1]]
+
+
+def test_logit_space_term_losses_hand_computed_and_reach_inactive_targets():
+    logits = torch.tensor([[-2.0, 0.5, 4.0], [1.0, -0.5, -3.0]], requires_grad=True)
+    targets = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])
+    # target weight 1 <=> logit e - 1 = 1.71828; hinges on targets: row0 3.71828, 1.21828; row1 2.21828, 4.71828
+    e1 = math.e - 1
+    expected = ((e1 + 2) + (e1 - 0.5) + (e1 + 0.5) + (e1 + 3)) / 4
+    loss = L.target_logit_activation(logits, targets, 1.0)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    # every target below the threshold gets -1/4, including the three with negative logits; non-targets get 0
+    assert logits.grad.tolist() == [[-0.25, -0.25, 0.0], [0.0, -0.25, -0.25]]
+    # the weight-space form passes nothing to the same inactive targets
+    logits.grad = None
+    weights = torch.log1p(torch.relu(logits))
+    L.target_activation(weights, targets, 1.0).backward()
+    assert logits.grad[0, 0] == 0 and logits.grad[1, 1] == 0 and logits.grad[1, 2] == 0
+    assert L.dead_targets(weights, targets).item() == pytest.approx(3 / 4)
+
+
+def test_sparse_loss_term_pairs_in_logit_and_weight_space():
+    logits = torch.tensor([[-1.0, 2.0, 0.0, 0.5], [0.3, -4.0, 1.5, -0.2]])
+    ko = torch.log1p(torch.relu(logits))
+    en = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
+    batch = {"ko_bag": torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]), "en_bag": torch.tensor([[0, 0, 0, 1.0], [1.0, 0, 0, 0]])}
+    w = dict(activation_weight=1.0, preservation_weight=0.5, translation_margin_weight=0.0, flops_doc_weight=0.0)
+    logit = L.SparseLoss(L.LossWeights(**w))("term_pairs", {"ko": ko, "en": en, "ko_logits": logits}, batch)
+    e1 = math.e - 1
+    assert logit["preservation"].item() == pytest.approx(((e1 + 1) + (e1 + 4)) / 2)
+    assert logit["en_activation"].item() == pytest.approx(((e1 - 0.5) + (e1 - 0.3)) / 2)
+    assert logit["dead_en_targets"].item() == 0.0
+    weight = L.SparseLoss(L.LossWeights(**w, term_loss_space="weight"))("term_pairs", {"ko": ko, "en": en}, batch)
+    assert weight["preservation"].item() == pytest.approx(1.0)
+    assert weight["en_activation"].item() == pytest.approx(((1 - math.log1p(0.5)) + (1 - math.log1p(0.3))) / 2)
+    assert L.SparseLoss(L.LossWeights(**w)).logit_groups("term_pairs") == ("ko",)
+    assert L.SparseLoss(L.LossWeights(**w, term_loss_space="weight")).logit_groups("term_pairs") == ()
+
+
+def test_lexical_prior_keeps_own_tokens_of_queries_and_documents():
+    q_logits = torch.tensor([[2.0, -1.0, 0.0]])
+    d_logits = torch.tensor([[0.5, 3.0, -2.0], [1.0, 1.0, 1.0]])
+    reps = {"query": torch.log1p(torch.relu(q_logits)), "doc": torch.log1p(torch.relu(d_logits)),
+            "query_logits": q_logits, "doc_logits": d_logits}
+    batch = {"doc_mask": torch.tensor([[True, True]]), "query_bag": torch.tensor([[1.0, 1.0, 0.0]]),
+             "doc_bag": torch.tensor([[0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])}
+    weights = L.LossWeights(lexical_weight=0.5, preservation_target=1.0, flops_query_weight=0, flops_doc_weight=0)
+    loss = L.SparseLoss(weights)
+    assert loss.logit_groups("triplets") == ("query", "doc") and loss.bag_groups("triplets") == ("query", "doc")
+    parts = loss("triplets", reps, batch)
+    e1 = math.e - 1  # logit of weight 1
+    assert parts["lexical_query"].item() == pytest.approx((0 + (e1 + 1)) / 2)
+    assert parts["lexical_doc"].item() == pytest.approx((0 + (e1 + 2)) / 2)  # the empty second bag adds nothing
+    assert parts["loss"].item() == pytest.approx((parts["info_nce"] + 0.5 * (parts["lexical_query"] + parts["lexical_doc"])).item())
+    assert L.SparseLoss(weights, regularise_queries=False).logit_groups("triplets") == ("doc",)
+
+
+def test_doc_only_loss_skips_query_regularisers():
+    weights = L.LossWeights(flops_query_weight=0.1, l1_query_weight=0.1, flops_doc_weight=0.2)
+    parts = L.SparseLoss(weights, regularise_queries=False)("triplets", {"query": Q, "doc": D}, {"doc_mask": MASK})
+    assert "flops_query" not in parts and "l1_query" not in parts and "flops_doc" in parts
+    parts = L.SparseLoss(weights)("triplets", {"query": Q, "doc": D}, {"doc_mask": MASK})
+    assert "flops_query" in parts and "l1_query" in parts
 
 
 def test_flops_warmup_is_quadratic():
@@ -125,7 +190,7 @@ def test_flops_warmup_is_quadratic():
 
 def test_sparse_loss_combines_named_parts():
     weights = L.LossWeights(flops_query_weight=0.1, flops_doc_weight=0.2)
-    loss = L.SparseLoss(weights, 3, torch.ones(3))
+    loss = L.SparseLoss(weights)
     parts = loss("triplets", {"query": Q, "doc": D}, {"doc_mask": MASK})
     expected = parts["info_nce"] + 0.1 * parts["flops_query"] + 0.2 * parts["flops_doc"]
     assert parts["loss"].item() == pytest.approx(expected.item())
@@ -133,5 +198,5 @@ def test_sparse_loss_combines_named_parts():
     parts = loss("triplets", {"query": Q, "doc": D}, {"doc_mask": MASK})
     assert parts["loss"].item() == pytest.approx((parts["info_nce"] + 0.5 * (0.1 * parts["flops_query"] + 0.2 * parts["flops_doc"])).item())
     with pytest.raises(ValueError, match="no loss is switched on"):
-        L.SparseLoss(L.LossWeights(ranking_loss="none", flops_query_weight=0, flops_doc_weight=0), 3, torch.ones(3))(
+        L.SparseLoss(L.LossWeights(ranking_loss="none", flops_query_weight=0, flops_doc_weight=0))(
             "triplets", {"query": Q, "doc": D}, {"doc_mask": MASK})

@@ -32,13 +32,13 @@ SENTENCES = [
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def build_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
+def build_tokenizer(vocab_size: int = 600, texts=SENTENCES) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=1)
-    tok.train_from_iterator(SENTENCES, trainer)
+    tok.train_from_iterator(list(texts), trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
@@ -49,12 +49,13 @@ def build_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
     )
 
 
-def build_tiny_model(out_dir, seed: int = 0, hidden: int = 32, layers: int = 2, dropout: float = 0.1) -> Path:
-    """Write a tokenizer + random BertForMaskedLM to out_dir and return it."""
+def build_tiny_model(out_dir, seed: int = 0, hidden: int = 32, layers: int = 2, dropout: float = 0.1,
+                     texts=SENTENCES, vocab_size: int = 600) -> Path:
+    """Write a tokenizer (trained on `texts`) + random BertForMaskedLM to out_dir and return it."""
     import torch
 
     out_dir = Path(out_dir)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(vocab_size, texts)
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
@@ -63,5 +64,41 @@ def build_tiny_model(out_dir, seed: int = 0, hidden: int = 32, layers: int = 2, 
     )
     model = BertForMaskedLM(config)
     model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+SP_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+
+
+def build_sentencepiece_tokenizer(texts=SENTENCES, vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    """An XLM-R-style Unigram tokenizer: "▁word" and "word" pieces both exist, so ids collide by decoded name."""
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=SP_SPECIAL_TOKENS, unk_token="<unk>")
+    tok.train_from_iterator(list(texts), trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>",
+                                   model_max_length=128)
+
+
+def build_tiny_sentencepiece_model(out_dir, seed: int = 0, hidden: int = 32) -> Path:
+    """Write an XLM-R-style tokenizer + random XLMRobertaForMaskedLM to out_dir and return it."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
+
+    out_dir = Path(out_dir)
+    tokenizer = build_sentencepiece_tokenizer()
+    torch.manual_seed(seed)
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=2 * hidden, max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    XLMRobertaForMaskedLM(config).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir

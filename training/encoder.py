@@ -16,9 +16,9 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from .fused import mlm_splade_pool
-from .st_layout import model_file, output_mask_in_decoder_bias, read_layout, write_layout
-from .vocab import allowed_vocab_mask, special_token_ids
+from .fused import mlm_max_logits
+from .st_layout import bake_output_mask, model_file, output_mask_in_decoder_bias, read_layout, write_layout
+from .vocab import allowed_vocab_mask, feature_names, served_ids, special_token_ids, token_bag
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +62,11 @@ class SparseConfig:
 
 @dataclass
 class SparseEmbeddings:
-    """Encoded texts: a CSR matrix [n_texts, vocab] (float32, column = token id) and the id -> token table."""
+    """Encoded texts: a CSR matrix [n_texts, vocab] (float32, column = token id) and the id -> feature name
+    table (the names OpenSearch stores; every active id has its own)."""
 
     matrix: sp.csr_matrix
-    id_to_token: list = field(repr=False)
+    feature_names: list = field(repr=False)
 
     def __len__(self):
         return self.matrix.shape[0]
@@ -74,7 +75,7 @@ class SparseEmbeddings:
         """One {token: weight} dict per text, the `query_tokens` / `rank_features` form OpenSearch takes."""
         m = self.matrix
         return [
-            {self.id_to_token[j]: float(v) for j, v in zip(m.indices[m.indptr[i]:m.indptr[i + 1]],
+            {self.feature_names[j]: float(v) for j, v in zip(m.indices[m.indptr[i]:m.indptr[i + 1]],
                                                           m.data[m.indptr[i]:m.indptr[i + 1]])}
             for i in range(m.shape[0])
         ]
@@ -98,7 +99,10 @@ def prune(weights: torch.Tensor, top_k: Optional[int] = None, threshold: float =
 
 
 class SparseEncoder(nn.Module):
-    """A masked-LM plus the sparse head: special tokens and disallowed scripts are exactly 0 in every output.
+    """A masked-LM plus the sparse head. Its output space is the served feature space: special tokens, disallowed
+    scripts and ids OpenSearch cannot name on their own (empty or '.' names, and every id whose name a lower id
+    already has, e.g. "서울" beside "▁서울") are exactly 0 in every output, so training, evaluation, export and a
+    cluster all see one vector per text.
 
     `forward(**features)` takes feature groups `{group}_input_ids` / `{group}_attention_mask` (e.g. query, doc, ko,
     en) and returns {group: [batch, vocab]}: one call per training step, so DDP sees every parameter use."""
@@ -115,12 +119,18 @@ class SparseEncoder(nn.Module):
                            self.config.max_seq_length, limit, limit)
             self.config.max_seq_length = limit
             self.config.max_query_length = min(self.config.max_query_length, limit)
-        vocab_size = self.vocab_size
+        # Everything below depends only on the tokenizer and vocabulary: computed once, never per encode call.
+        self.vocab_size = vocab_size = mlm.get_output_embeddings().weight.shape[0]
+        self.feature_names = feature_names(tokenizer, vocab_size)
+        self.id_to_token = _fit_list(tokenizer.convert_ids_to_tokens(list(range(min(len(tokenizer), vocab_size)))),
+                                     vocab_size)
+        served, canonical = served_ids(self.feature_names)
         allowed = (allowed_vocab_mask(tokenizer, self.config.allowed_scripts) if self.config.allowed_scripts
                    else torch.ones(len(tokenizer), dtype=torch.bool))
-        allowed = _fit(allowed, vocab_size, False)
+        allowed = _fit(allowed, vocab_size, False) & served
         allowed[list(special_token_ids(tokenizer))] = False
         self.register_buffer("output_mask", allowed.float(), persistent=False)
+        self.register_buffer("canonical_ids", canonical, persistent=False)
         if self.config.mode == "doc_only":
             idf = _fit(idf if idf is not None else torch.full((vocab_size,), self.config.default_idf),
                        vocab_size, self.config.default_idf).float()
@@ -133,42 +143,48 @@ class SparseEncoder(nn.Module):
 
     # ----------------------------------------------------------------------------------------------- properties
     @property
-    def vocab_size(self) -> int:
-        return self.mlm.get_output_embeddings().weight.shape[0]
-
-    @property
     def device(self) -> torch.device:
         return self.output_mask.device
-
-    @property
-    def id_to_token(self) -> list[str]:
-        table = [""] * self.vocab_size
-        for token, idx in self.tokenizer.get_vocab().items():
-            if idx < self.vocab_size:
-                table[idx] = token
-        return table
 
     # -------------------------------------------------------------------------------------------------- encoding
     # Fused vocabulary projection + max (training/fused.py) where the MLM head allows it; False: full logits.
     fused_pooling = True
 
+    def max_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[batch, vocab] max vocabulary logits before the activation (what term-level losses act on)."""
+        return mlm_max_logits(self.mlm, input_ids, attention_mask, fused=self.fused_pooling)
+
+    def activate(self, max_logits: torch.Tensor) -> torch.Tensor:
+        """SPLADE weights from max logits: log1p(relu(.)), zero outside the served, allowed ids."""
+        return torch.log1p(torch.relu(max_logits)) * self.output_mask
+
     def encode_documents(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return mlm_splade_pool(self.mlm, input_ids, attention_mask, fused=self.fused_pooling) * self.output_mask
+        return self.activate(self.max_logits(input_ids, attention_mask))
+
+    def token_bag(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[batch, vocab] 0/1 bag of each text's tokens in the served space (each id moved to the id carrying its
+        name, then masked): the query side of doc-only models and the targets of term-level losses."""
+        return token_bag(input_ids, attention_mask, self.vocab_size, self.canonical_ids) * self.output_mask
 
     def encode_queries(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.config.mode == "splade":
             return self.encode_documents(input_ids, attention_mask)
         # Inference-free: a bag of the query's token ids, weighted by IDF (differentiable in the IDF only).
-        bag = torch.zeros(input_ids.shape[0], self.vocab_size, device=input_ids.device)
-        bag.scatter_(1, input_ids, attention_mask.to(bag.dtype))
-        return bag.clamp_(max=1.0) * self.idf * self.output_mask
+        return self.token_bag(input_ids, attention_mask) * self.idf
 
-    def forward(self, **features) -> dict[str, torch.Tensor]:
+    def forward(self, logits_for: Sequence[str] = (), **features) -> dict[str, torch.Tensor]:
+        """{group: [batch, vocab] weights} for every feature group; groups in `logits_for` (document side) also
+        return their max logits as `{group}_logits`."""
         groups = [k[: -len("_input_ids")] for k in features if k.endswith("_input_ids")]
         out = {}
         for group in groups:
-            encode = self.encode_queries if group == QUERY_GROUP else self.encode_documents
-            out[group] = encode(features[f"{group}_input_ids"], features[f"{group}_attention_mask"])
+            ids, mask = features[f"{group}_input_ids"], features[f"{group}_attention_mask"]
+            if group in logits_for:
+                out[f"{group}_logits"] = self.max_logits(ids, mask)
+                out[group] = self.activate(out[f"{group}_logits"])
+            else:
+                encode = self.encode_queries if group == QUERY_GROUP else self.encode_documents
+                out[group] = encode(ids, mask)
         return out
 
     def tokenize(self, texts: Sequence[str], is_query: bool = False, max_length: Optional[int] = None):
@@ -201,7 +217,7 @@ class SparseEncoder(nn.Module):
         matrix = sp.vstack(rows, format="csr") if rows else sp.csr_matrix((0, self.vocab_size), dtype=np.float32)
         matrix = matrix[np.argsort(order)].astype(np.float32)
         matrix.eliminate_zeros()
-        return SparseEmbeddings(matrix, self.id_to_token)
+        return SparseEmbeddings(matrix, self.feature_names)
 
     # ------------------------------------------------------------------------------------------------ save / load
     def save_pretrained(self, output_dir, **kwargs) -> None:
@@ -250,7 +266,10 @@ class SparseEncoder(nn.Module):
         idf_file = idf_file or model_file(path, IDF_NAME)
         if idf is None and idf_file is not None:
             idf = load_idf(idf_file, tokenizer, mlm.get_output_embeddings().weight.shape[0], config.default_idf)
-        return cls(mlm, tokenizer, config, idf=idf, trainable_idf=trainable_idf)
+        encoder = cls(mlm, tokenizer, config, idf=idf, trainable_idf=trainable_idf)
+        # The mask in the weights from the start: every rank, checkpoint and resumed run holds the saved model.
+        bake_output_mask(encoder.mlm, encoder.output_mask)
+        return encoder
 
     def freeze_bottom_layers(self, n: int) -> None:
         """Train only the top of the backbone: the position/type embeddings and the first `n` transformer layers
@@ -290,6 +309,10 @@ def max_positions(mlm, tokenizer) -> Optional[int]:
     if tok_limit is not None and tok_limit < 1_000_000:
         limit = min(limit, tok_limit) if limit is not None else tok_limit
     return limit
+
+
+def _fit_list(items: list, size: int, fill="") -> list:
+    return items[:size] + [fill] * (size - len(items))
 
 
 def _fit(vector: torch.Tensor, size: int, fill) -> torch.Tensor:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .pooling import splade_max_pool
+from .pooling import masked_max
 
 # Vocabulary columns per forward chunk: large enough for efficient matrix products, small enough that a
 # [batch·seq, chunk] block stays a few tens of MB.
@@ -105,17 +105,22 @@ class FusedProjectionMax(torch.autograd.Function):
         return grad_h, grad_w, grad_b, None, None
 
 
+def fused_max_logits(h: torch.Tensor, weight: torch.Tensor, bias, attention_mask: torch.Tensor,
+                     chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
+    """max over non-padding positions of h·Wᵀ + b, [batch, vocab], without the [batch, seq, vocab] logits; the
+    autograd function (and its argmax positions) only when a gradient is needed."""
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (h, weight, bias))
+    if needs_grad:
+        return FusedProjectionMax.apply(h, weight, bias, attention_mask, chunk_elements)
+    return chunked_max_logits(h, weight, bias, attention_mask, chunk_elements)
+
+
 def fused_splade_pool(h: torch.Tensor, weight: torch.Tensor, bias, attention_mask: torch.Tensor,
                       chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> torch.Tensor:
     """log1p(relu(max over non-padding positions of h·Wᵀ + b)): SPLADE weights [batch, vocab], computed
     without the [batch, seq, vocab] logits (same values and gradients as `splade_max_pool` on full logits)."""
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (h, weight, bias))
-    if needs_grad:
-        pooled = FusedProjectionMax.apply(h, weight, bias, attention_mask, chunk_elements)
-    else:  # inference: no argmax to keep
-        pooled = chunked_max_logits(h, weight, bias, attention_mask, chunk_elements)
-    return torch.log1p(torch.relu(pooled))
+    return torch.log1p(torch.relu(fused_max_logits(h, weight, bias, attention_mask, chunk_elements)))
 
 
 # ------------------------------------------------------------------------------------------ masked-LM heads
@@ -141,14 +146,21 @@ def _exporting() -> bool:
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
-def mlm_splade_pool(mlm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    fused: bool = True) -> torch.Tensor:
-    """SPLADE weights [batch, vocab] of a masked LM: the fused projection-and-max when the head allows it,
-    otherwise the full logits followed by max-first pooling (identical values)."""
+def mlm_max_logits(mlm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   fused: bool = True) -> torch.Tensor:
+    """Max over non-padding positions of a masked LM's vocabulary logits, [batch, vocab]: the fused
+    projection-and-max when the head allows it, otherwise the full logits (identical values). Losses that must
+    reach inactive terms act on these (log1p∘relu passes no gradient below 0)."""
     parts = mlm_head_parts(mlm) if fused and not _exporting() else None
     if parts is None:
         logits = mlm(input_ids=input_ids, attention_mask=attention_mask).logits
-        return splade_max_pool(logits, attention_mask)
+        return masked_max(logits, attention_mask)
     backbone, transform, decoder = parts
     hidden = transform(backbone(input_ids=input_ids, attention_mask=attention_mask)[0])
-    return fused_splade_pool(hidden, decoder.weight, decoder.bias, attention_mask)
+    return fused_max_logits(hidden, decoder.weight, decoder.bias, attention_mask)
+
+
+def mlm_splade_pool(mlm: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    fused: bool = True) -> torch.Tensor:
+    """SPLADE weights [batch, vocab] of a masked LM: log1p(relu(max logits))."""
+    return torch.log1p(torch.relu(mlm_max_logits(mlm, input_ids, attention_mask, fused=fused)))

@@ -2,6 +2,7 @@
 `SparseLoss` combines the configured ones per task and returns a dict of named parts plus their weighted sum."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -77,26 +78,42 @@ def masked_mass(reps: torch.Tensor, token_mask: torch.Tensor):
 
 
 # ------------------------------------------------------------------------------------------------- term level
-def bag_of_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab_size: int, keep: torch.Tensor):
-    """[batch, vocab] 0/1 indicator of the tokens each text contains, restricted to `keep` ids (no specials)."""
-    bag = torch.zeros(input_ids.shape[0], vocab_size, device=input_ids.device)
-    bag.scatter_(1, input_ids, attention_mask.to(bag.dtype))
-    return bag.clamp_(max=1.0) * keep
+# Term targets are [batch, vocab] 0/1 bags (SparseEncoder.token_bag). SPLADE's log1p(relu(logit)) passes no
+# gradient to a term whose max logit is <= 0, so a loss asking a target to become active on the weights never
+# reaches the (usually most) targets that start inactive; the "logit" forms act on the max logits instead.
+TERM_LOSS_SPACES = ("logit", "weight")
+
+
+def weight_to_logit(weight: float) -> float:
+    """The max logit at which a term reaches `weight` (inverse of log1p)."""
+    return math.expm1(weight)
 
 
 def target_activation(reps: torch.Tensor, targets: torch.Tensor, target: float = 1.0):
-    """Mean hinge max(0, target - w_t) over the target tokens t of each row (targets: [batch, vocab] 0/1)."""
+    """Mean hinge max(0, target - w_t) over the target tokens t of each row, on the weights."""
     hinge = F.relu(target - reps) * targets
     return hinge.sum() / targets.sum().clamp(min=1)
 
 
+def target_logit_activation(logits: torch.Tensor, targets: torch.Tensor, target: float = 1.0):
+    """Mean hinge max(0, expm1(target) - l_t) over the target tokens t, on the max logits: the same zero set as
+    `target_activation` (w_t >= target), but a target with a negative logit is still pushed up."""
+    hinge = F.relu(weight_to_logit(target) - logits) * targets
+    return hinge.sum() / targets.sum().clamp(min=1)
+
+
 def translation_margin(reps: torch.Tensor, targets: torch.Tensor, margin: float = 1.0):
-    """In-batch ranking of translations: a Korean term's mean weight on its own English tokens must beat its
-    mean weight on every other pair's English tokens by `margin`."""
+    """In-batch ranking of translations: a Korean term's mean score (weight, or max logit) on its own English
+    tokens must beat its mean score on every other pair's English tokens by `margin`."""
     scores = reps @ (targets / targets.sum(-1, keepdim=True).clamp(min=1)).T
     hinge = F.relu(margin - scores.diagonal().unsqueeze(1) + scores)
     off_diagonal = ~torch.eye(scores.shape[0], dtype=torch.bool, device=reps.device)
     return (hinge * off_diagonal).sum() / off_diagonal.sum().clamp(min=1)
+
+
+def dead_targets(reps: torch.Tensor, targets: torch.Tensor):
+    """Share of target tokens whose weight is exactly 0 (a statistic, not a loss)."""
+    return ((reps <= 0) * targets).sum() / targets.sum().clamp(min=1)
 
 
 def cross_lingual_alignment(ko: torch.Tensor, en: torch.Tensor):
@@ -125,8 +142,15 @@ class LossWeights:
     triplet_margin_weight: float = 0.0
     triplet_margin: float = 0.2
     preservation_weight: float = 0.0
+    preservation_target: float = 1.0
+    # Ranking batches: every query's and document's own tokens keep at least preservation_target (a lexical
+    # prior, so exact matches survive expansion).
+    lexical_weight: float = 0.0
     activation_weight: float = 0.0
     activation_target: float = 1.0
+    # Where preservation / activation / translation margin act: "logit" (max logits, reaches inactive targets)
+    # or "weight" (the SPLADE weights; kept for comparison).
+    term_loss_space: str = "logit"
     translation_margin_weight: float = 0.0
     translation_margin: float = 1.0
     alignment_weight: float = 0.0
@@ -138,6 +162,8 @@ class LossWeights:
             raise ValueError(f"ranking_loss must be info_nce, margin or none, got {self.ranking_loss!r}")
         if self.distillation_loss not in ("kl", "margin_mse", "none"):
             raise ValueError(f"distillation_loss must be kl, margin_mse or none, got {self.distillation_loss!r}")
+        if self.term_loss_space not in TERM_LOSS_SPACES:
+            raise ValueError(f"term_loss_space must be one of {TERM_LOSS_SPACES}, got {self.term_loss_space!r}")
 
 
 def flops_warmup_scale(step: int, warmup_steps: int) -> float:
@@ -148,22 +174,42 @@ def flops_warmup_scale(step: int, warmup_steps: int) -> float:
 
 
 class SparseLoss:
-    """The combined objective. `__call__(task, reps, batch)` -> {"loss": total, "<part>": weighted-free value}.
+    """The combined objective. `__call__(task, reps, batch)` -> {"loss": total, "<part>": unweighted value}.
 
-    Token sets (non-target scripts, stopwords, per-token FLOPS weights) are [vocab] tensors fixed at build time."""
+    reps: {group: [batch, vocab]} (term pairs also `ko_logits`, the max logits); batch: doc_mask, teacher_scores,
+    and for term pairs the token bags `ko_bag` / `en_bag`. Token sets (non-target scripts, stopwords, per-token
+    FLOPS weights) are [vocab] tensors fixed at build time. `regularise_queries=False` skips query FLOPS / L1 for
+    doc-only models, whose query side is an IDF lookup, not a model (as the OpenSearch tuning sample does)."""
 
     TASKS = ("triplets", "distillation", "term_pairs")
 
-    def __init__(self, weights: LossWeights, vocab_size: int, keep_mask: torch.Tensor,
-                 non_target_mask: Optional[torch.Tensor] = None, stopword_mask: Optional[torch.Tensor] = None,
-                 flops_token_weights: Optional[torch.Tensor] = None):
+    def __init__(self, weights: LossWeights, *, non_target_mask: Optional[torch.Tensor] = None,
+                 stopword_mask: Optional[torch.Tensor] = None, flops_token_weights: Optional[torch.Tensor] = None,
+                 regularise_queries: bool = True):
         self.w = weights
-        self.vocab_size = vocab_size
-        self.keep_mask = keep_mask.float()
         self.non_target_mask = non_target_mask
         self.stopword_mask = stopword_mask
         self.flops_token_weights = flops_token_weights
+        self.regularise_queries = regularise_queries
         self.regularizer_scale = flops_warmup_scale(0, weights.flops_warmup_steps)
+
+    def logit_groups(self, task: str) -> tuple[str, ...]:
+        """Feature groups whose max logits the task's losses read (`{group}_logits` in reps)."""
+        w = self.w
+        if w.term_loss_space != "logit":
+            return ()
+        if task == "term_pairs":
+            return ("ko",) if w.preservation_weight or w.activation_weight or w.translation_margin_weight else ()
+        return self._lexical_groups()
+
+    def bag_groups(self, task: str) -> tuple[str, ...]:
+        """Feature groups whose token bags the task's losses read (`{group}_bag` in batch)."""
+        return ("ko", "en") if task == "term_pairs" else self._lexical_groups()
+
+    def _lexical_groups(self) -> tuple[str, ...]:
+        if not self.w.lexical_weight:
+            return ()
+        return ("query", "doc") if self.regularise_queries else ("doc",)
 
     def _to(self, t: Optional[torch.Tensor], device):
         return None if t is None else t.to(device)
@@ -172,6 +218,8 @@ class SparseLoss:
         w = self.w
         flops_weight = w.flops_query_weight if group == "query" else w.flops_doc_weight
         l1_weight = w.l1_query_weight if group == "query" else w.l1_doc_weight
+        if group == "query" and not self.regularise_queries:
+            flops_weight = l1_weight = 0.0
         if flops_weight:
             parts[f"flops_{group}"] = flops(reps, self._to(self.flops_token_weights, reps.device))
             terms.append(flops_weight * self.regularizer_scale * parts[f"flops_{group}"])
@@ -185,6 +233,27 @@ class SparseLoss:
             parts[f"stopword_{group}"] = masked_mass(reps, self._to(self.stopword_mask, reps.device))
             terms.append(w.stopword_weight * parts[f"stopword_{group}"])
 
+    def _term_losses(self, reps: dict, batch: dict, parts: dict, terms: list):
+        w = self.w
+        ko, en, own, en_targets = reps["ko"], reps["en"], batch["ko_bag"], batch["en_bag"]
+        in_logits = w.term_loss_space == "logit"
+        activation = target_logit_activation if in_logits else target_activation
+        scores = reps["ko_logits"] if in_logits else ko
+        if w.preservation_weight:
+            parts["preservation"] = activation(scores, own, w.preservation_target)
+            terms.append(w.preservation_weight * parts["preservation"])
+        if w.activation_weight:
+            parts["en_activation"] = activation(scores, en_targets, w.activation_target)
+            terms.append(w.activation_weight * parts["en_activation"])
+        if w.translation_margin_weight and ko.shape[0] > 1:
+            parts["translation_margin"] = translation_margin(scores, en_targets, w.translation_margin)
+            terms.append(w.translation_margin_weight * parts["translation_margin"])
+        if w.alignment_weight:
+            parts["alignment"] = cross_lingual_alignment(ko, en)
+            terms.append(w.alignment_weight * parts["alignment"])
+        parts["dead_en_targets"] = dead_targets(ko.detach(), en_targets)
+        self._regularisers("doc", torch.cat([ko, en]), parts, terms)
+
     def __call__(self, task: str, reps: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
         w, parts, terms = self.w, {}, []
         if task in ("triplets", "distillation"):
@@ -193,10 +262,11 @@ class SparseLoss:
             scores = group_scores(query, docs, n)
             if task == "triplets" and w.ranking_loss != "none" and w.ranking_weight:
                 if w.ranking_loss == "info_nce":
-                    parts["info_nce"] = info_nce(query, docs, doc_mask, w.ranking_temperature)
+                    name, value = "info_nce", info_nce(query, docs, doc_mask, w.ranking_temperature)
                 else:
-                    parts["margin_ranking"] = margin_ranking(scores, doc_mask, w.ranking_margin)
-                terms.append(w.ranking_weight * next(reversed(parts.values())))
+                    name, value = "margin_ranking", margin_ranking(scores, doc_mask, w.ranking_margin)
+                parts[name] = value
+                terms.append(w.ranking_weight * value)
             if task == "triplets" and w.triplet_margin_weight and n > 1:
                 grouped = docs.reshape(query.shape[0], n, -1)
                 parts["triplet_margin"] = triplet_margin(query, grouped[:, 0], grouped[:, 1])
@@ -204,30 +274,20 @@ class SparseLoss:
             if task == "distillation" and w.distillation_loss != "none" and w.distillation_weight:
                 teacher = batch["teacher_scores"].to(scores.dtype)
                 if w.distillation_loss == "kl":
-                    parts["kl"] = kl_distillation(scores, teacher, doc_mask, w.distillation_temperature)
+                    name, value = "kl", kl_distillation(scores, teacher, doc_mask, w.distillation_temperature)
                 else:
-                    parts["margin_mse"] = margin_mse(scores, teacher, doc_mask)
-                terms.append(w.distillation_weight * next(reversed(parts.values())))
+                    name, value = "margin_mse", margin_mse(scores, teacher, doc_mask)
+                parts[name] = value
+                terms.append(w.distillation_weight * value)
+            for group in self._lexical_groups():
+                scores = reps[f"{group}_logits"] if w.term_loss_space == "logit" else reps[group]
+                activation = target_logit_activation if w.term_loss_space == "logit" else target_activation
+                parts[f"lexical_{group}"] = activation(scores, batch[f"{group}_bag"], w.preservation_target)
+                terms.append(w.lexical_weight * parts[f"lexical_{group}"])
             self._regularisers("query", query, parts, terms)
             self._regularisers("doc", docs[doc_mask.reshape(-1)], parts, terms)
         elif task == "term_pairs":
-            ko, en = reps["ko"], reps["en"]
-            keep = self._to(self.keep_mask, ko.device)
-            if w.preservation_weight:
-                own = bag_of_ids(batch["ko_input_ids"], batch["ko_attention_mask"], self.vocab_size, keep)
-                parts["preservation"] = target_activation(ko, own, w.activation_target)
-                terms.append(w.preservation_weight * parts["preservation"])
-            en_targets = bag_of_ids(batch["en_input_ids"], batch["en_attention_mask"], self.vocab_size, keep)
-            if w.activation_weight:
-                parts["en_activation"] = target_activation(ko, en_targets, w.activation_target)
-                terms.append(w.activation_weight * parts["en_activation"])
-            if w.translation_margin_weight and ko.shape[0] > 1:
-                parts["translation_margin"] = translation_margin(ko, en_targets, w.translation_margin)
-                terms.append(w.translation_margin_weight * parts["translation_margin"])
-            if w.alignment_weight:
-                parts["alignment"] = cross_lingual_alignment(ko, en)
-                terms.append(w.alignment_weight * parts["alignment"])
-            self._regularisers("doc", torch.cat([ko, en]), parts, terms)
+            self._term_losses(reps, batch, parts, terms)
         else:
             raise ValueError(f"unknown task {task!r}; expected one of {self.TASKS}")
         if not terms:

@@ -6,11 +6,14 @@ log1p∘relu is monotonic, so the max can be taken on the raw logits first and t
 import torch
 
 
+def masked_max(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """[batch, seq, vocab] logits + [batch, seq] mask -> [batch, vocab] max over non-padding positions."""
+    return logits.masked_fill(~attention_mask.bool().unsqueeze(-1), float("-inf")).amax(dim=1)
+
+
 def splade_max_pool(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """[batch, seq, vocab] logits + [batch, seq] mask -> [batch, vocab] non-negative weights (max first)."""
-    masked = logits.masked_fill(~attention_mask.bool().unsqueeze(-1), float("-inf"))
-    pooled = masked.amax(dim=1)
-    return torch.log1p(torch.relu(pooled))
+    return torch.log1p(torch.relu(masked_max(logits, attention_mask)))
 
 
 def splade_max_pool_reference(logits: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

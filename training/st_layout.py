@@ -63,25 +63,33 @@ class Layout:
 
 
 # ---------------------------------------------------------------------------------------------------- writing
-@contextlib.contextmanager
-def output_mask_in_decoder_bias(mlm, output_mask: torch.Tensor):
-    """Within the block the decoder bias of every id with output_mask 0 is MASKED_LOGIT_BIAS (restored after),
-    so a save there ships the mask in the weights: special tokens and disallowed scripts come out exactly 0 in
-    any MLM runtime, not only in the toolkit that multiplies by the mask."""
-    decoder = mlm.get_output_embeddings()
-    bias = getattr(decoder, "bias", None)
+def bake_output_mask(mlm, output_mask: torch.Tensor):
+    """Set the decoder bias of every id with output_mask 0 to MASKED_LOGIT_BIAS, in place, so the mask is part of
+    the weights: special tokens and disallowed scripts come out exactly 0 in any MLM runtime, not only in the
+    toolkit that multiplies by the mask. Those ids are 0 in every toolkit output and get no gradient, so training
+    is unchanged; a model loaded with a wider mask cannot activate them again. Returns (bias, masked ids, the
+    previous values), or None for a decoder without bias."""
+    bias = getattr(mlm.get_output_embeddings(), "bias", None)
     if bias is None:
         logger.warning("%s has no decoder bias: other runtimes will not apply the output mask",
                        type(mlm).__name__)
-        yield
-        return
+        return None
     masked = (output_mask[: bias.shape[0]] == 0).to(bias.device)
-    saved = bias.data[masked].clone()
+    previous = bias.data[masked].clone()
     bias.data[masked] = MASKED_LOGIT_BIAS
+    return bias, masked, previous
+
+
+@contextlib.contextmanager
+def output_mask_in_decoder_bias(mlm, output_mask: torch.Tensor):
+    """`bake_output_mask` within the block only (for saving a model built without `from_pretrained`)."""
+    baked = bake_output_mask(mlm, output_mask)
     try:
         yield
     finally:
-        bias.data[masked] = saved
+        if baked is not None:
+            bias, masked, previous = baked
+            bias.data[masked] = previous
 
 
 def _write_json(path: Path, data) -> None:
@@ -119,6 +127,12 @@ def write_layout(encoder, output_dir) -> None:
         logger.warning("tokenizer has %d ids, the MLM head %d: no sentence-transformers layout written",
                        vocab_len, encoder.vocab_size)
         return
+    moved = int(((encoder.canonical_ids != torch.arange(encoder.vocab_size, device=encoder.canonical_ids.device))
+                 & (encoder.output_mask == 0)).sum())
+    if moved:
+        logger.warning("%d vocabulary ids share their name with a lower id: the toolkit weighs such a query token "
+                       "at that id, sentence-transformers' SparseStaticEmbedding at its own (masked) id, so "
+                       "queries holding them differ there", moved)
     _write_json(output_dir / MODULES_NAME, [{"idx": 0, "name": "0", "path": "", "type": ROUTER_TYPE}])
     _write_json(output_dir / ROUTER_CONFIG_NAME, {
         "types": {QUERY_DIR: STATIC_TYPE, ROOT_MODULE: MLM_TYPE, ROUTER_POOLING_DIR: POOLING_TYPE},

@@ -19,17 +19,51 @@ from .losses import SparseLoss, flops_warmup_scale
 LORA_STATE_NAME = "lora_state.pt"
 
 
-def gather_across_ranks(t: torch.Tensor) -> torch.Tensor:
-    """Concatenate a tensor from every rank along dim 0, differentiably (the backward sums the gradients back)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return t
-    if not t.is_floating_point():
-        parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, t.contiguous())
-        return torch.cat(parts)
+FEATURE_SUFFIXES = ("_input_ids", "_attention_mask")
+
+
+def _world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    return torch.cat([t, t.new_zeros(rows - t.shape[0], *t.shape[1:])]) if t.shape[0] < rows else t
+
+
+def gather_global_batch(reps: dict, batch: dict, rows_per_rank: int) -> tuple[dict, dict]:
+    """The whole global batch on every rank, in rank order, from tensors whose shapes agree across ranks.
+
+    Everything the loss reads has one row per example (`[examples, ...]`; documents are reshaped to
+    `[examples, n * vocab]`), so each rank pads its examples to `rows_per_rank` (a last step may hold fewer),
+    and two all-gathers move it: one differentiable for the vectors (its backward returns each rank the gradient
+    of its own rows), one for the metadata with a validity column that strips the padding again. Per-rank
+    sequence lengths never enter a collective (dynamic padding makes them differ across ranks)."""
+    world = _world_size()
+    if world == 1:
+        return reps, batch
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(t.contiguous()))
+    examples = next(iter(batch.values())).shape[0]
+    if examples > rows_per_rank:
+        raise ValueError(f"a rank holds {examples} examples, more than the per-device batch of {rows_per_rank}")
+    rep_keys, meta_keys = sorted(reps), sorted(batch)
+    rep_widths = [reps[k].numel() // examples for k in rep_keys]
+    meta_dtypes = {k: batch[k].dtype for k in meta_keys}
+    meta_widths = [batch[k].numel() // examples for k in meta_keys]
+    flat_reps = torch.cat([reps[k].reshape(examples, -1) for k in rep_keys], dim=1)
+    flat_meta = torch.cat([torch.ones(examples, 1, device=flat_reps.device)]
+                          + [batch[k].reshape(examples, -1).to(torch.float32) for k in meta_keys], dim=1)
+    meta_parts = [torch.empty_like(_pad_rows(flat_meta, rows_per_rank)) for _ in range(world)]
+    dist.all_gather(meta_parts, _pad_rows(flat_meta, rows_per_rank).contiguous())
+    meta = torch.cat(meta_parts)
+    valid = meta[:, 0].bool()
+    flat_reps = torch.cat(all_gather(_pad_rows(flat_reps, rows_per_rank).contiguous()))[valid]
+    meta = meta[valid, 1:]
+    out_reps = dict(zip(rep_keys, flat_reps.split(rep_widths, dim=1)))
+    out_batch = dict(zip(meta_keys, meta.split(meta_widths, dim=1)))
+    out_reps = {k: v.reshape(-1, *reps[k].shape[1:]) for k, v in out_reps.items()}
+    out_batch = {k: v.reshape(-1, *batch[k].shape[1:]).to(meta_dtypes[k]) for k, v in out_batch.items()}
+    return out_reps, out_batch
 
 
 class RegularizerWarmup(TrainerCallback):
@@ -55,7 +89,7 @@ class SparseTrainer(Trainer):
         self.evaluator = evaluator
         self.idf_learning_rate = idf_learning_rate
         self.model_accepts_loss_kwargs = False
-        self._parts = defaultdict(float)
+        self._parts: dict[str, torch.Tensor] = {}
         self._parts_count = defaultdict(int)
         self.add_callback(RegularizerWarmup(loss))
 
@@ -73,26 +107,33 @@ class SparseTrainer(Trainer):
     # -------------------------------------------------------------------------------------------------- loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         task = inputs.pop("task")
-        features = {k: v for k, v in inputs.items() if k.endswith(("_input_ids", "_attention_mask"))}
-        reps = model(**features)
+        features = {k: v for k, v in inputs.items() if k.endswith(FEATURE_SUFFIXES)}
+        reps = model(**features, logits_for=self.loss.logit_groups(task))
+        batch = {k: v for k, v in inputs.items() if torch.is_tensor(v) and k not in features}
+        encoder = self.accelerator.unwrap_model(model)
+        for group in self.loss.bag_groups(task):  # targets as [rows, vocab] bags: equal shapes on every rank
+            batch[f"{group}_bag"] = encoder.token_bag(features[f"{group}_input_ids"],
+                                                      features[f"{group}_attention_mask"])
         # Every rank computes the loss of the global batch: identical to one process with the whole batch.
-        reps = {g: gather_across_ranks(r) for g, r in reps.items()}
-        batch = {k: gather_across_ranks(v) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        reps, batch = gather_global_batch(reps, batch, self.args.per_device_train_batch_size)
         parts = self.loss(task, reps, batch)
-        if model.training:
+        if model.training:  # accumulate on the device; converted to numbers only when logged
             for name, value in parts.items():
                 if name != "loss":
-                    self._parts[name] += value.item()
-                    self._parts_count[name] += 1
+                    self._accumulate(name, value.detach())
             for group, r in reps.items():
-                self._parts[f"active_{group}"] += (r > 0).sum(-1).float().mean().item()
-                self._parts_count[f"active_{group}"] += 1
+                if not group.endswith("_logits"):
+                    self._accumulate(f"active_{group}", (r.detach() > 0).sum(-1).float().mean())
         loss = parts["loss"]
         return (loss, {"reps": reps}) if return_outputs else loss
 
+    def _accumulate(self, name: str, value: torch.Tensor) -> None:
+        self._parts[name] = self._parts[name] + value if name in self._parts else value
+        self._parts_count[name] += 1
+
     def log(self, logs: dict, *args, **kwargs) -> None:
         if "loss" in logs and self._parts:
-            logs.update({k: round(v / self._parts_count[k], 6) for k, v in self._parts.items()})
+            logs.update({k: round(v.item() / self._parts_count[k], 6) for k, v in self._parts.items()})
             logs["regularizer_scale"] = self.loss.regularizer_scale
             self._parts.clear()
             self._parts_count.clear()

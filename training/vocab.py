@@ -61,3 +61,47 @@ def allowed_vocab_mask(tokenizer, scripts=DEFAULT_ALLOWED_SCRIPTS) -> torch.Tens
         raise ValueError(f"unknown scripts {sorted(unknown)}; choose from {SCRIPTS}")
     names = token_scripts(tokenizer)
     return torch.from_numpy(np.isin(names, list(scripts)) & (names != "special"))
+
+
+def feature_names(tokenizer, vocab_size: int) -> list[str]:
+    """What OpenSearch calls each output id: ML Commons names an id by decoding it alone with special tokens
+    skipped (SparseEncodingTranslator, SparseTokenizerModel), so SentencePiece's "▁word" and "word" share a name."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    known = len(tokenizer)
+    if backend is not None:
+        names = backend.decode_batch([[i] for i in range(min(known, vocab_size))], skip_special_tokens=True)
+    else:
+        names = [tokenizer.decode([i], skip_special_tokens=True) for i in range(min(known, vocab_size))]
+    return names + [""] * (vocab_size - len(names))
+
+
+def is_valid_feature_name(name: str) -> bool:
+    """Whether OpenSearch and Elasticsearch both accept `name` as a rank feature (non-empty, no '.')."""
+    return bool(name) and "." not in name
+
+
+def served_ids(names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(served [vocab] bool, canonical [vocab] int64) for the feature names of every id.
+
+    An id is served when its name is valid and no lower id has the same name; `canonical[i]` is the served id that
+    carries id i's name (i itself for unnamed ids, which are never served). Making the encoder's output space the
+    served ids means a cluster stores exactly the vector computed here, whatever rule it uses on name collisions."""
+    first: dict[str, int] = {}
+    canonical = np.arange(len(names), dtype=np.int64)
+    for i, name in enumerate(names):
+        if is_valid_feature_name(name):
+            canonical[i] = first.setdefault(name, i)
+    served = np.zeros(len(names), dtype=bool)
+    served[list(first.values())] = True
+    return torch.from_numpy(served), torch.from_numpy(canonical)
+
+
+def token_bag(input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab_size: int,
+              canonical: torch.Tensor | None = None) -> torch.Tensor:
+    """[batch, vocab] 0/1 indicator of the ids each text contains (padding excluded), each id moved to the
+    served id of its name when `canonical` is given."""
+    if canonical is not None:
+        input_ids = canonical.to(input_ids.device)[input_ids]
+    bag = torch.zeros(input_ids.shape[0], vocab_size, device=input_ids.device)
+    bag.scatter_add_(1, input_ids, attention_mask.to(bag.dtype))
+    return bag.clamp_(max=1.0)
