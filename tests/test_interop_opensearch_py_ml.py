@@ -14,6 +14,7 @@ import torch
 from tokenizers import Tokenizer
 
 from tests.test_interop_st import SCRIPTS, real_texts
+from tests.tiny import build_tiny_sentencepiece_model
 from training import SparseEncoder
 
 NAME, VERSION = "tiny-ko-sparse", "1.0.0"
@@ -87,9 +88,13 @@ def assert_config_pair(ours: dict, theirs: dict, ours_zip, theirs_zip, function_
         assert config["model_content_hash_value"] == hashlib.sha256(data).hexdigest()
 
 
-def test_sparse_encoding_zip_matches_opensearch_py_ml(tiny_model_dir, texts, tmp_path):
+@pytest.mark.parametrize("backbone", ["wordpiece", "sentencepiece"])
+def test_sparse_encoding_zip_matches_opensearch_py_ml(backbone, tiny_model_dir, texts, tmp_path):
+    """opensearch-py-ml zeroes only special tokens; the toolkit's mask (scripts, and for SentencePiece the ids
+    whose name a lower id has) reaches its TorchScript through the saved decoder bias."""
     SparseEncodingModel, _ = opensearch_py_ml_models()
-    encoder = SparseEncoder.from_pretrained(tiny_model_dir, allowed_scripts=SCRIPTS).eval()
+    model_dir = tiny_model_dir if backbone == "wordpiece" else build_tiny_sentencepiece_model(tmp_path / "sp")
+    encoder = SparseEncoder.from_pretrained(model_dir, allowed_scripts=SCRIPTS).eval()
     hf_dir = hf_export(encoder, tmp_path)
     ours_dir = our_export(hf_dir, tmp_path)
     ours_zip = ours_dir / f"{NAME}-sparse-encoding.zip"
