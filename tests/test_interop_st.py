@@ -222,7 +222,7 @@ def test_run_train_fine_tunes_a_sentence_transformers_model_and_its_checkpoints_
     data.write_text("".join(json.dumps({"query": k[:8], "positive": k, "negatives": [x for x in ko if x != k][:2]},
                                        ensure_ascii=False) + "\n" for k in ko), encoding="utf-8")
     out = tmp_path / "out"
-    cmd = [sys.executable, "run_train.py", "--model_name_or_path", str(tmp_path / "st"), "--mode", "doc_only",
+    cmd = [sys.executable, "run_train.py", "--model_name_or_path", str(tmp_path / "st"),
            "--train_file", str(data), "--allowed_scripts", *SCRIPTS, "--max_steps", "2", "--save_steps", "1",
            "--save_strategy", "steps", "--per_device_train_batch_size", "2", "--num_negatives", "1",
            "--report_to", "none", "--max_seq_length", "32", "--output_dir", str(out)]
@@ -246,6 +246,14 @@ def test_unsupported_pooling_stops_with_module_and_option(module, option, tiny_m
                      device="cpu").save(str(tmp_path / "st"))
     with pytest.raises(LayoutError, match=rf"module '1' \(SpladePooling\) has {option}"):
         SparseEncoder.from_pretrained(tmp_path / "st")
+    import run_train
+
+    data = tmp_path / "terms.jsonl"
+    data.write_text(json.dumps({"ko": "서울", "en": "seoul"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=rf"^config error: model_name_or_path: .*SpladePooling\) has {option}"):
+        run_train.build_trainer(["--model_name_or_path", str(tmp_path / "st"), "--train_file", str(data),
+                                 "--output_dir", str(tmp_path / "out"), "--report_to", "none"])
+    assert not (tmp_path / "out").exists()
 
 
 def test_csr_head_stops_with_module_name(tiny_model_dir, tmp_path):
