@@ -8,8 +8,8 @@ the sentence-transformers files sit next to them:
 - doc-only: modules.json = [Router]; router_config.json routes "document" to the root MLMTransformer (module id "",
   so its weights are not stored twice) + SpladePooling, and "query" to a SparseStaticEmbedding
   (query_0_SparseStaticEmbedding/: tokenizer + weight = IDF x output mask).
-Type names are the `sentence_transformers.sparse_encoder.models.*` names the published models carry; 5.x loads
-them and 6.x maps them to its own modules.
+Type names are the `sentence_transformers.sparse_encoder.models.*` names the published models carry
+(sentence-transformers 6 maps them to its own modules).
 """
 from __future__ import annotations
 
@@ -110,6 +110,12 @@ def write_layout(encoder, output_dir) -> None:
     """Add the sentence-transformers files for `encoder` to a folder that already holds its HF model + tokenizer."""
     output_dir = Path(output_dir)
     cfg = encoder.config
+    vocab_len = len(encoder.tokenizer.get_vocab())
+    if cfg.mode == "doc_only" and vocab_len != encoder.vocab_size:
+        # SparseStaticEmbedding sizes its weight by the tokenizer, the document side by the MLM head.
+        logger.warning("tokenizer has %d ids, the MLM head %d: no sentence-transformers layout written",
+                       vocab_len, encoder.vocab_size)
+        return
     pooling = {"pooling_strategy": "max", "activation_function": "relu", "word_embedding_dimension": None}
     _write_json(output_dir / TRANSFORMER_CONFIG_NAME, {"max_seq_length": cfg.max_seq_length, "do_lower_case": False})
     _write_json(output_dir / ST_CONFIG_NAME, {
@@ -120,12 +126,6 @@ def write_layout(encoder, output_dir) -> None:
             {"idx": 0, "name": "0", "path": "", "type": MLM_TYPE},
             {"idx": 1, "name": "1", "path": POOLING_DIR, "type": POOLING_TYPE}])
         _write_json(output_dir / POOLING_DIR / MODULE_CONFIG_NAME, pooling)
-        return
-    vocab_len = len(encoder.tokenizer.get_vocab())
-    if vocab_len != encoder.vocab_size:
-        # SparseStaticEmbedding sizes its weight by the tokenizer, the document side by the MLM head.
-        logger.warning("tokenizer has %d ids, the MLM head %d: no sentence-transformers layout written",
-                       vocab_len, encoder.vocab_size)
         return
     moved = int(((encoder.canonical_ids != torch.arange(encoder.vocab_size, device=encoder.canonical_ids.device))
                  & (encoder.output_mask == 0)).sum())
