@@ -70,7 +70,7 @@ def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
 
 
 def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
-    defaults = {} if torch.cuda.is_available() else {"use_cpu": True}  # without it CPU ranks never sync (DESIGN.md)
+    defaults = {} if torch.cuda.is_available() else {"use_cpu": True}  # without it the Trainer never wraps CPU ranks in DDP
     model_args, data_args, loss_args, training_args, resolved = parse_config(argv, defaults)
     check_paths(model_args, data_args)
     if training_args.ddp_find_unused_parameters is None:

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from training.vocab import is_valid_feature_name  # noqa: F401  (re-exported: the deploy-side name check)
 
 # The ingest pipeline's pruning, shared with eval so locally indexed vectors match ingested ones.
-from training.pruning import PRUNE_TYPES, prune_dict as prune_features, validate_prune  # noqa: F401
+from training.pruning import PRUNE_TYPES, prune_dict as prune_features, prune_matrix, validate_prune  # noqa: F401
 
 FIELD_TYPES = ("rank_features", "sparse_vector")
 # Lucene's FeatureField takes only positive normal floats.
@@ -47,12 +47,13 @@ class FeatureVocabulary:
         if len(stray):
             raise ValueError(f"id {matrix.indices[stray[0]]} is active but not a served feature: vectors must come "
                              "from the encoder these names belong to")
+        matrix = prune_matrix(matrix, prune_type, prune_ratio)
         out = []
         for i in range(matrix.shape[0]):
             cols = matrix.indices[matrix.indptr[i]:matrix.indptr[i + 1]]
             vals = matrix.data[matrix.indptr[i]:matrix.indptr[i + 1]]
             keys = [str(int(c)) for c in cols] if field_type == "sparse_vector" else [self.names[c] for c in cols]
-            out.append(prune_features(dict(zip(keys, map(float, vals))), prune_type, prune_ratio))
+            out.append(dict(zip(keys, map(float, vals))))
         return out
 
 
