@@ -214,8 +214,6 @@ def test_run_train_fine_tunes_a_sentence_transformers_model_and_its_checkpoints_
                                                                                          tmp_path):
     """model_name_or_path = a Router layout: training starts from its IDF, and every checkpoint and the final
     model (SparseTrainer._save) load in sentence-transformers with the toolkit's vectors."""
-    import os
-
     built = build_st_layout("router_static_query", tiny_model_dir, tmp_path / "st")
     ko = SENTENCES[0::2]
     data = tmp_path / "triplets.jsonl"
@@ -237,12 +235,12 @@ def test_run_train_fine_tunes_a_sentence_transformers_model_and_its_checkpoints_
         assert_same(st.SparseEncoder(str(folder), device="cpu"), encoder, SENTENCES[:6], SENTENCES[6:])
 
 
-@pytest.mark.parametrize("module, option", [
-    (lambda d: st_models.SpladePooling("sum"), "pooling_strategy='sum'"),
-    (lambda d: st_models.SpladePooling("max", activation_function="log1p_relu"), "activation_function='log1p_relu'"),
+@pytest.mark.parametrize("pooling, option", [
+    ({"pooling_strategy": "sum"}, "pooling_strategy='sum'"),
+    ({"activation_function": "log1p_relu"}, "activation_function='log1p_relu'"),
 ])
-def test_unsupported_pooling_stops_with_module_and_option(module, option, tiny_model_dir, tmp_path):
-    st.SparseEncoder(modules=[st_models.MLMTransformer(str(tiny_model_dir)), module(tiny_model_dir)],
+def test_unsupported_pooling_stops_with_module_and_option(pooling, option, tiny_model_dir, tmp_path):
+    st.SparseEncoder(modules=[st_models.MLMTransformer(str(tiny_model_dir)), st_models.SpladePooling(**pooling)],
                      device="cpu").save(str(tmp_path / "st"))
     with pytest.raises(LayoutError, match=rf"module '1' \(SpladePooling\) has {option}"):
         SparseEncoder.from_pretrained(tmp_path / "st")
