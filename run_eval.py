@@ -112,13 +112,19 @@ def main(argv=None) -> int:
     if args.model:
         from training import SparseEncoder
 
+        from training.st_layout import LayoutError
+
         overrides = {"max_seq_length": args.max_seq_length} if args.max_seq_length else {}
-        models = [(Path(m).resolve().name, Path(m), SparseEncoder.from_pretrained(m, **overrides))
-                  for m in args.model]
-        if args.doc_only_idf:
-            models += [(f"{Path(m).resolve().name}-idf-queries", Path(m),
-                        SparseEncoder.from_pretrained(m, mode="doc_only", idf_file=args.doc_only_idf, **overrides))
-                       for m in args.model]
+        try:
+            models = [(Path(m).resolve().name, Path(m), SparseEncoder.from_pretrained(m, **overrides))
+                      for m in args.model]
+            if args.doc_only_idf:
+                models += [(f"{Path(m).resolve().name}-idf-queries", Path(m),
+                            SparseEncoder.from_pretrained(m, mode="doc_only", idf_file=args.doc_only_idf,
+                                                          **overrides))
+                           for m in args.model]
+        except LayoutError as e:
+            sys.exit(f"model error: {e}")
     results, activations = {}, {}
     index_options = dict(opensearch=args.opensearch, prune_type=args.prune_type, prune_ratio=args.prune_ratio,
                          two_phase_ratio=args.two_phase_ratio, n_postings=args.n_postings)

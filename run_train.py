@@ -18,6 +18,7 @@ from training.arguments import MODEL_SOURCES, ConfigError, check_paths, parse_co
 from training.data import BatchSchedule, DataError, SparseCollator, load_sources
 from training.encoder import SparseEncoder
 from training.losses import SparseLoss
+from training.st_layout import LayoutError
 from training.trainer import SparseTrainer
 from training.vocab import token_scripts
 
@@ -120,6 +121,8 @@ def load_model(model_args, data_args, resolved: dict) -> SparseEncoder:
     try:
         return SparseEncoder.from_pretrained(path, idf_file=model_args.idf_file,
                                              trainable_idf=model_args.trainable_idf, **overrides)
+    except LayoutError as e:  # a sentence-transformers layout the toolkit cannot represent
+        raise ConfigError(f"model_name_or_path: {e}") from None
     except OSError as e:  # a well-formed hub id that cannot be fetched (offline, or no such repository)
         if os.path.exists(path) or ":" in path:
             raise

