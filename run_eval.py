@@ -121,13 +121,19 @@ def main(argv=None) -> int:
     if args.model:
         from training import SparseEncoder
 
+        from training.st_layout import LayoutError
+
         overrides = {"max_seq_length": args.max_seq_length} if args.max_seq_length else {}
-        models = [(Path(m).resolve().name, Path(m), SparseEncoder.from_pretrained(m, **overrides))
-                  for m in args.model]
-        if args.doc_only_idf:
-            models += [(f"{Path(m).resolve().name}-idf-queries", Path(m),
-                        SparseEncoder.from_pretrained(m, mode="doc_only", idf_file=args.doc_only_idf, **overrides))
-                       for m in args.model]
+        try:
+            models = [(Path(m).resolve().name, Path(m), SparseEncoder.from_pretrained(m, **overrides))
+                      for m in args.model]
+            if args.doc_only_idf:
+                models += [(f"{Path(m).resolve().name}-idf-queries", Path(m),
+                            SparseEncoder.from_pretrained(m, mode="doc_only", idf_file=args.doc_only_idf,
+                                                          **overrides))
+                           for m in args.model]
+        except LayoutError as e:
+            sys.exit(f"model error: {e}")
     context_sets = {}
     if args.context_discrimination:  # loaded before the retrieval runs, so a bad pair file stops the run at once
         from eval.context import context_pair_set

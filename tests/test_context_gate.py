@@ -14,6 +14,7 @@ from tests.test_distributed import real_setup  # noqa: F401  (fixture: real text
 from tests.test_training_run import worker
 from training import SparseEncoder
 from training.context_gate import GATE_FILE, require_ungated
+from training.st_layout import write_layout
 
 # varied lengths, Korean and English, so padding differs across rows
 TEXTS = ["머신러닝 모델은 데이터에서 패턴을 학습한다.", "추천 시스템", "A search engine indexes documents and answers queries.",
@@ -106,8 +107,9 @@ def test_save_and_load_keep_the_gate(gated, tiny_model_dir, tmp_path):
     (tmp_path / "m" / GATE_FILE).unlink()
     with pytest.raises(ValueError, match="context_gate: true but context_gate.safetensors is missing"):
         SparseEncoder.from_pretrained(tmp_path / "m")
+    assert not (tmp_path / "m" / "modules.json").exists()  # no sentence-transformers layout: it would drop the gate
     with pytest.raises(ValueError, match="sentence-transformers layout"):
-        require_ungated(loaded.config)
+        write_layout(loaded, tmp_path / "m")
     require_ungated(SparseEncoder.from_pretrained(tiny_model_dir).config)  # a plain model passes
     assert "would silently drop the gate" in model_card(loaded, "gated")
     assert "context gate" not in model_card(SparseEncoder.from_pretrained(tiny_model_dir), "plain")

@@ -59,10 +59,11 @@ class ContextGate(nn.Module):
 
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(Path(folder) / GATE_FILE))
 
-    def load(self, folder) -> None:
+    def load(self, path) -> None:
+        """From the gate file, or a folder holding it."""
         from safetensors.torch import load_file
 
-        path = Path(folder) / GATE_FILE
+        path = Path(path) / GATE_FILE if Path(path).is_dir() else Path(path)
         try:
             self.load_state_dict(load_file(str(path)))
         except RuntimeError as e:

@@ -164,6 +164,18 @@ class LossWeights:
             raise ValueError(f"distillation_loss must be kl, margin_mse or none, got {self.distillation_loss!r}")
         if self.term_loss_space not in TERM_LOSS_SPACES:
             raise ValueError(f"term_loss_space must be one of {TERM_LOSS_SPACES}, got {self.term_loss_space!r}")
+        import math
+        from dataclasses import fields
+
+        for f in fields(self):  # numbers: weights, margins, steps >= 0; temperatures and targets > 0
+            if isinstance(f.default, bool) or not isinstance(f.default, (int, float)):
+                continue
+            value = getattr(self, f.name)
+            strict = f.name.endswith(("_temperature", "_target"))
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not number or value < 0 or (strict and value == 0):
+                raise ValueError(f"{f.name} must be {'a finite number ' if not number else ''}{'> 0' if strict else '>= 0'}, "
+                                 f"got {value!r}")
 
 
 def flops_warmup_scale(step: int, warmup_steps: int) -> float:

@@ -7,6 +7,7 @@ import os
 from collections import defaultdict
 from typing import Callable, Optional
 
+import safetensors.torch
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, SequentialSampler
@@ -16,7 +17,7 @@ from .data import BatchSchedule
 from .encoder import IDF_NAME, SparseEncoder, load_idf
 from .losses import SparseLoss, flops_warmup_scale
 
-LORA_STATE_NAME = "lora_state.pt"
+LORA_STATE_NAME = "lora_state.safetensors"
 
 
 FEATURE_SUFFIXES = ("_input_ids", "_attention_mask")
@@ -182,15 +183,16 @@ class SparseTrainer(Trainer):
             return
         model = self.accelerator.unwrap_model(self.model)
         model.save_pretrained(output_dir)
-        if hasattr(model.mlm, "merge_and_unload"):  # LoRA: keep adapter state to resume exactly
-            torch.save(model.state_dict(), os.path.join(output_dir, LORA_STATE_NAME))
+        if hasattr(model.mlm, "merge_and_unload"):
+            # LoRA: the adapter state too, to resume exactly; safetensors holds tensors only (nothing to unpickle)
+            safetensors.torch.save_model(model, os.path.join(output_dir, LORA_STATE_NAME))
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = self.accelerator.unwrap_model(model if model is not None else self.model)
         lora_state = os.path.join(resume_from_checkpoint, LORA_STATE_NAME)
         if os.path.isfile(lora_state):
-            model.load_state_dict(torch.load(lora_state, map_location="cpu"))
+            safetensors.torch.load_model(model, lora_state, device=str(model.device))
             return
         saved = AutoModelForMaskedLM.from_pretrained(resume_from_checkpoint)
         model.mlm.load_state_dict(saved.state_dict())
