@@ -3,7 +3,7 @@
   python run_eval.py --model DIR [DIR ...] --benchmark NAME|beir:PATH [...] [--baseline bm25 [bm25-bigram] [dense]]
                      [--hybrid [--hybrid-weights W_BM25 W_MODEL]] [--output DIR] [--term-pairs PATH]
 
-Prints a table (nDCG@10, MRR@10, Recall@10/100, active terms, FLOPS, query latency) and writes
+Prints a table (nDCG@10, MRR@10, Recall@10/100, active terms, FLOPS, query encoding and index search ms) and writes
 <output>/results.json (benchmark -> system -> metric -> value), report.md and PNG plots. Corpus encodings are
 cached under <output>/cache, so re-running a model on a benchmark only encodes the queries' cache misses.
 
@@ -16,7 +16,10 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import asdict, fields
 from pathlib import Path
+
+from eval.seismic_index import SeismicOptions
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -54,6 +57,12 @@ def parse_args(argv=None):
                    help="search as OpenSearch's neural_sparse_two_phase_processor with this prune ratio (e.g. 0.4)")
     p.add_argument("--n-postings", type=int, default=None,
                    help="keep each term's N highest-weighted documents, as an OpenSearch sparse_vector (SEISMIC) field")
+    p.add_argument("--index", default="exact", choices=["exact", "seismic"],
+                   help="exact: SparseIndex (the only one with --opensearch rounding, two-phase and n_postings); "
+                        "seismic: approximate SEISMIC index (pyseismic-lsr; OpenSearch 3.3's sparse_vector ANN)")
+    for f in fields(SeismicOptions):
+        p.add_argument(f"--seismic-{f.name.replace('_', '-')}", dest=f"seismic_{f.name}", type=type(f.default),
+                       default=f.default, help=f"SEISMIC {f.name} (default {f.default}; with --index seismic)")
     p.add_argument("--term-pairs", help="term pairs (JSONL, parquet, or a `builders` export folder) for term metrics")
     p.add_argument("--query-top-k", type=int, default=None,
                    help="keep each model query's N largest weights (as a client may send OpenSearch fewer tokens)")
@@ -78,6 +87,17 @@ def parse_args(argv=None):
         p.error(f"--n-postings must be >= 1, got {args.n_postings}")
     if not 0 <= args.two_phase_ratio < 1:
         p.error(f"--two-phase-ratio must be in [0, 1), got {args.two_phase_ratio}")
+    args.seismic = None
+    if args.index == "seismic":
+        clashing = [flag for flag, on in (("--opensearch", args.opensearch), ("--n-postings", args.n_postings),
+                                           ("--two-phase-ratio", args.two_phase_ratio)) if on]
+        if clashing:
+            p.error(f"{', '.join(clashing)} belong to the exact index; drop them or use --index exact")
+        try:
+            args.seismic = SeismicOptions(**{f.name: getattr(args, f"seismic_{f.name}") for f in fields(SeismicOptions)})
+        except ValueError as e:  # "seismic NAME must ...": name the flag
+            name = str(e).split()[1]
+            p.error(f"--seismic-{name.replace('_', '-')}{str(e)[len('seismic ' + name):]}")
     weights = args.hybrid_weights
     if not all(0 <= w <= 1 for w in weights) or abs(sum(weights) - 1) > 0.01:  # OpenSearch's ScoreCombinationUtil
         p.error(f"--hybrid-weights must each be in [0, 1] and sum to 1 (as OpenSearch requires), got {weights}")
@@ -110,7 +130,7 @@ def main(argv=None) -> int:
                        for m in args.model]
     results, activations = {}, {}
     index_options = dict(opensearch=args.opensearch, prune_type=args.prune_type, prune_ratio=args.prune_ratio,
-                         two_phase_ratio=args.two_phase_ratio, n_postings=args.n_postings)
+                         two_phase_ratio=args.two_phase_ratio, n_postings=args.n_postings, seismic=args.seismic)
     hybrid_depth = max(*args.k, HYBRID_MIN_DEPTH) if args.hybrid else 0
     for bench in benchmarks:
         results[bench.name], activations[bench.name], runs = {}, {}, {}
@@ -142,7 +162,8 @@ def main(argv=None) -> int:
         # not the idf-queries rows: term metrics read the document encoder, which they share
         term_results = {name: term_metrics(model, pairs) for name, _, model in models[:len(args.model)]}
     settings = {"split": args.split, "k": args.k, "max_queries": args.max_queries,
-                "max_seq_length": args.max_seq_length, "query_top_k": args.query_top_k, **index_options}
+                "max_seq_length": args.max_seq_length, "query_top_k": args.query_top_k, **index_options,
+                "index": args.index, "seismic": asdict(args.seismic) if args.seismic else None}
     if args.hybrid:
         settings.update(hybrid_weights=args.hybrid_weights, hybrid_depth=hybrid_depth)
     paths = write_results(results, output, activations, settings, term_results)

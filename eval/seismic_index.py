@@ -117,8 +117,9 @@ class SeismicIndex:
             hits = self._index.batch_search(np.arange(n).astype(str).astype(self._names.dtype),
                                             list(components), list(values), k=k, query_cut=o.query_cut,
                                             heap_factor=o.heap_factor, num_threads=o.num_threads)
-        for i, row in enumerate(hits):
+        for row in hits:  # batched results come in no fixed query order: each hit names its query
             if row:
+                i = int(row[0][0])
                 indices[i, :len(row)] = [int(doc) for _, _, doc in row]
                 scores[i, :len(row)] = [score for _, score, _ in row]
         return indices, scores

@@ -118,3 +118,29 @@ def test_short_results_are_padded_and_columns_checked(corpus):
 def test_options_are_validated(field, value):
     with pytest.raises(ValueError, match=f"seismic {field}"):
         SeismicOptions(**{field: value})
+
+
+def test_run_eval_seismic_index(tmp_path, tiny_model_dir, capsys):
+    """--index seismic with generous flags ranks as the exact index does; the flags reach the options and bad ones
+    stop with the flag's name."""
+    import run_eval
+    from tests.test_eval_beir import write_beir
+
+    bench = write_beir(tmp_path / "tiny-ret")
+    base = ["--model", str(tiny_model_dir), "--benchmark", f"beir:{bench}", "--latency-queries", "2"]
+    assert run_eval.main(base + ["--output", str(tmp_path / "exact")]) == 0
+    assert run_eval.main(base + ["--output", str(tmp_path / "ann"), "--index", "seismic", "--seismic-n-postings",
+                                 "1000", "--seismic-summary-energy", "1.0", "--seismic-query-cut", "1000",
+                                 "--seismic-heap-factor", "0.5"]) == 0
+    exact, ann = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("exact", "ann"))
+    got, want = ann["tiny-ret"][tiny_model_dir.name], exact["tiny-ret"][tiny_model_dir.name]
+    for key in ("ndcg@10", "recall@100", "avg_doc_terms"):
+        assert got[key] == pytest.approx(want[key], abs=1e-6)
+    assert got["search_ms"] > 0 and got["encode_ms"] > 0
+    assert "'query_cut': 1000" in (tmp_path / "ann" / "report.md").read_text()
+    capsys.readouterr()
+    for bad, message in ((["--seismic-query-cut", "0"], "--seismic-query-cut must be"),
+                         (["--opensearch"], "--opensearch belong to the exact index")):
+        with pytest.raises(SystemExit):
+            run_eval.main(base + ["--output", str(tmp_path / "bad"), "--index", "seismic", *bad])
+        assert message in capsys.readouterr().err
