@@ -122,11 +122,13 @@ def main(argv=None) -> int:
         from training import SparseEncoder
 
         overrides = {"max_seq_length": args.max_seq_length} if args.max_seq_length else {}
-        models = [(Path(m).resolve().name, Path(m), SparseEncoder.from_pretrained(m, **overrides))
+        # eval mode once: encode() then skips switching every submodule per call (query latency)
+        models = [(Path(m).resolve().name, Path(m), SparseEncoder.from_pretrained(m, **overrides).eval())
                   for m in args.model]
         if args.doc_only_idf:
             models += [(f"{Path(m).resolve().name}-idf-queries", Path(m),
-                        SparseEncoder.from_pretrained(m, mode="doc_only", idf_file=args.doc_only_idf, **overrides))
+                        SparseEncoder.from_pretrained(m, mode="doc_only", idf_file=args.doc_only_idf,
+                                                      **overrides).eval())
                        for m in args.model]
     results, activations = {}, {}
     index_options = dict(opensearch=args.opensearch, prune_type=args.prune_type, prune_ratio=args.prune_ratio,
