@@ -91,8 +91,20 @@ class SeismicIndex:
         if docs.nnz:
             dataset.add_documents_by_id([str(i) for i in range(self.num_docs)], self._component[docs.indices],
                                         docs.data, docs.indptr.astype(np.int64))
-        with _stdout_to_stderr():  # the library reports its build steps on stdout
+        with _stdout_to():  # the library reports its build steps on stdout
             self._index = seismic.SeismicIndex.build_from_dataset(dataset, **self.options.build_kwargs())
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the index (forward index, posting lists with their summaries), as the library accounts them."""
+        import re
+        import tempfile
+
+        with tempfile.TemporaryFile(mode="w+") as out:
+            with _stdout_to(out.fileno()):
+                self._index.print_space_usage_byte()
+            out.seek(0)
+            return int(re.search(r"Total: (\d+) Bytes", out.read()).group(1))
 
     def search(self, queries: sp.spmatrix, k: int = 100, batch_size: Optional[int] = None):
         """(indices [n_queries, k], scores [n_queries, k]) best first; k is capped at the number of documents.
@@ -133,12 +145,12 @@ class SeismicIndex:
 
 
 @contextlib.contextmanager
-def _stdout_to_stderr():
-    """Point file descriptor 1 at stderr for a native call that prints, so stdout keeps only our results."""
+def _stdout_to(fd: int = 2):
+    """Point file descriptor 1 at `fd` (stderr) for a native call that prints, so stdout keeps only our results."""
     sys.stdout.flush()
     saved = os.dup(1)
     try:
-        os.dup2(2, 1)
+        os.dup2(fd, 1)
         yield
     finally:
         sys.stdout.flush()
