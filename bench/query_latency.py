@@ -60,13 +60,16 @@ def query_encoders(model_dir: str, tmp: Path, threads: int, contenders) -> dict:
     if "onnx" in contenders:
         import onnxruntime as ort
 
-        from deploy.onnx_export import OUTPUT_NAME, export_onnx
+        from deploy.onnx_export import ONNX_FILE, OUTPUT_NAME, export_onnx
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        session = ort.InferenceSession(str(export_onnx(encoder, tmp / "onnx")), options,
-                                       providers=["CPUExecutionProvider"])
+        try:
+            export_onnx(encoder, tmp / "onnx")
+        except RuntimeError as e:  # export_onnx's own check against eager; the file is written before it
+            print(json.dumps({"onnx_check": str(e)}), flush=True)
+        session = ort.InferenceSession(str(tmp / "onnx" / ONNX_FILE), options, providers=["CPUExecutionProvider"])
 
         def run_onnx(text):
             f = encoder.tokenize([text], is_query=True)
