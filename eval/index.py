@@ -129,7 +129,7 @@ class SparseIndex:
         postings = docs.T.tocsr()
         if n_postings is not None:
             postings = prune(postings, "top_k", n_postings)
-        self._docs_t = postings.astype(np.float64 if opensearch else np.float32)
+        self._docs_t = postings.astype(np.float64 if opensearch else np.float32, copy=False)
 
     @property
     def num_docs(self) -> int:

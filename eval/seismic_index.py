@@ -72,9 +72,11 @@ class SeismicIndex:
         import seismic
 
         self.options = options or SeismicOptions()
-        docs = sp.csr_matrix(documents, dtype=np.float32, copy=True)
-        docs.eliminate_zeros()
-        docs.sort_indices()
+        docs = sp.csr_matrix(documents, dtype=np.float32)
+        if not docs.has_sorted_indices or docs.nnz != np.count_nonzero(docs.data):
+            docs = docs.copy()  # fixed on a copy: never the caller's arrays (a 1M-document corpus is GBs)
+            docs.eliminate_zeros()
+            docs.sort_indices()
         if docs.nnz and docs.data.min() < 0:
             raise ValueError("SEISMIC needs non-negative document weights")
         self.num_docs, self.vocab_size = docs.shape
