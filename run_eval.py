@@ -55,10 +55,8 @@ def parse_args(argv=None):
     p.add_argument("--prune-ratio", type=float, default=0.0)
     p.add_argument("--two-phase-ratio", type=float, default=0.0,
                    help="search as OpenSearch's neural_sparse_two_phase_processor with this prune ratio (e.g. 0.4)")
-    p.add_argument("--n-postings", type=int, default=None,
-                   help="keep each term's N highest-weighted documents, as an OpenSearch sparse_vector (SEISMIC) field")
     p.add_argument("--index", default="exact", choices=["exact", "seismic"],
-                   help="exact: SparseIndex (the only one with --opensearch rounding, two-phase and n_postings); "
+                   help="exact: SparseIndex (the only one with --opensearch rounding and two-phase search); "
                         "seismic: approximate SEISMIC index (pyseismic-lsr; OpenSearch 3.3's sparse_vector ANN)")
     for f in fields(SeismicOptions):
         p.add_argument(f"--seismic-{f.name.replace('_', '-')}", dest=f"seismic_{f.name}", type=type(f.default),
@@ -83,16 +81,14 @@ def parse_args(argv=None):
             args.baseline = ["bm25", *args.baseline]
     if args.query_top_k is not None and args.query_top_k < 1:
         p.error(f"--query-top-k must be >= 1, got {args.query_top_k}")
-    if args.n_postings is not None and args.n_postings < 1:
-        p.error(f"--n-postings must be >= 1, got {args.n_postings}")
     if not 0 <= args.two_phase_ratio < 1:
         p.error(f"--two-phase-ratio must be in [0, 1), got {args.two_phase_ratio}")
     args.seismic = None
     if args.index == "seismic":
-        clashing = [flag for flag, on in (("--opensearch", args.opensearch), ("--n-postings", args.n_postings),
+        clashing = [flag for flag, on in (("--opensearch", args.opensearch),
                                            ("--two-phase-ratio", args.two_phase_ratio)) if on]
         if clashing:
-            p.error(f"{', '.join(clashing)} belong to the exact index; drop them or use --index exact")
+            p.error(f"{', '.join(clashing)}: exact-index option(s); drop them or use --index exact")
         try:
             args.seismic = SeismicOptions(**{f.name: getattr(args, f"seismic_{f.name}") for f in fields(SeismicOptions)})
         except ValueError as e:  # "seismic NAME must ...": name the flag
@@ -132,7 +128,7 @@ def main(argv=None) -> int:
                        for m in args.model]
     results, activations = {}, {}
     index_options = dict(opensearch=args.opensearch, prune_type=args.prune_type, prune_ratio=args.prune_ratio,
-                         two_phase_ratio=args.two_phase_ratio, n_postings=args.n_postings, seismic=args.seismic)
+                         two_phase_ratio=args.two_phase_ratio, seismic=args.seismic)
     hybrid_depth = max(*args.k, HYBRID_MIN_DEPTH) if args.hybrid else 0
     for bench in benchmarks:
         results[bench.name], activations[bench.name], runs = {}, {}, {}

@@ -1,7 +1,6 @@
 """Query latency (p50 / p95 ms, one query at a time, top 10), build time, index memory and recall@10 against exact
-search, at 100k and 1M documents: the exact `SparseIndex`, its bounded-postings mode (`n_postings`, query top-40,
-rescored), SEISMIC (pyseismic-lsr, `eval.seismic_index`; one row per query setting) and bm25s over the same
-composed texts (Korean mecab analysis).
+search, at 100k and 1M documents: the exact `SparseIndex`, SEISMIC (pyseismic-lsr, `eval.seismic_index`; one row
+per query setting) and bm25s over the same composed texts (Korean mecab analysis).
 
     python bench/search_latency.py --model DIR --benchmark outputs/benchmarks/msmarco-ko \\
         [--cache-dir outputs/eval/cache] [--sizes 100000 1000000] [--queries 200] [--seismic-n-postings 4000 ...]
@@ -105,9 +104,8 @@ def main():
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--query-top-k", type=int, default=40, help="query terms kept by the bounded-postings contender")
-    p.add_argument("--n-postings-ratio", type=float, default=0.02,
-                   help="bounded-postings contender: each term keeps its (ratio x docs) best documents")
+    p.add_argument("--build-threads", type=int, default=1,
+                   help="threads of the SEISMIC build (queries are timed one at a time on one thread)")
     p.add_argument("--seismic-n-postings", type=int, nargs="+", default=None,
                    help="SEISMIC n_postings per size (default: the library's 3500 at every size)")
     p.add_argument("--seismic-query", nargs="+", default=["10:0.9", "20:0.9", "30:0.8"],
@@ -117,12 +115,13 @@ def main():
         if f.name not in swept:
             p.add_argument(f"--seismic-{f.name.replace('_', '-')}", dest=f"seismic_{f.name}", type=type(f.default),
                            default=f.default)
-    p.add_argument("--skip", nargs="*", default=[], choices=["exact", "n_postings", "seismic", "bm25s"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["exact", "seismic", "bm25s"],
+                   help="contenders not timed (the exact index is still built for recall when SEISMIC runs)")
     a = p.parse_args()
     set_threads(a.threads)
     from builders.bm25 import KoreanBM25
     from eval.beir import load_beir
-    from eval.index import SparseIndex, prune
+    from eval.index import SparseIndex
     from eval.retrieval import encode_cached
     from eval.seismic_index import SeismicIndex
     from training import SparseEncoder
@@ -135,7 +134,6 @@ def main():
     queries = encode_cached(encoder, bench.query_texts, cache, is_query=True, model_dir=Path(a.model))
     queries = queries[:a.queries]
     query_rows = [queries[i] for i in range(queries.shape[0])]
-    top_rows = list(prune(queries, "top_k", a.query_top_k))
     bm25 = KoreanBM25("mecab")
     analyse = bm25.analyzer.batch
     passage_terms, query_terms = analyse(bench.corpus_texts), analyse(bench.query_texts[:a.queries])
@@ -157,7 +155,7 @@ def main():
         base = {"docs": size, "mean_doc_terms": round(float(np.diff(docs.indptr).mean()), 1)}
         print(json.dumps({"composed_docs": size, "seconds": round(time.perf_counter() - start, 1), **base}), flush=True)
         exact_found = None
-        if "exact" not in a.skip or "n_postings" not in a.skip or "seismic" not in a.skip:
+        if "exact" not in a.skip or "seismic" not in a.skip:
             start = time.perf_counter()
             index = SparseIndex(docs)
             build = time.perf_counter() - start
@@ -167,22 +165,10 @@ def main():
                     "mean_query_terms": round(float(np.mean([q.nnz for q in query_rows])), 1)})
             docs = index.documents  # the same vectors (sorted float32): one copy less in memory from here on
             del index
-        if "n_postings" not in a.skip:
-            bound = max(1, round(a.n_postings_ratio * size))
-            start = time.perf_counter()
-            index = SparseIndex(docs, n_postings=bound, two_phase_ratio=1e-6)
-            build = time.perf_counter() - start
-            timing, found = time_search(lambda q, k: index.search(q, k=k)[0][0], top_rows, a.k)
-            report({"contender": f"sparse_index_n_postings_{bound}_query_top{a.query_top_k}_rescored", **base,
-                    **timing, "build_s": round(build, 1),
-                    "index_mb": round(csr_nbytes(index.documents, index._docs_t) / 2**20, 1),
-                    "recall@10": recall_vs(found, exact_found, a.k),
-                    "mean_query_terms": round(float(np.mean([q.nnz for q in top_rows])), 1)})
-            del index
         if "seismic" not in a.skip:
             extra = {f.name: getattr(a, f"seismic_{f.name}") for f in dataclasses.fields(SeismicOptions)
                      if f.name not in swept}
-            options = SeismicOptions(n_postings=n_postings[min(si, len(n_postings) - 1)], num_threads=a.threads,
+            options = SeismicOptions(n_postings=n_postings[min(si, len(n_postings) - 1)], num_threads=a.build_threads,
                                      **extra)
             start = time.perf_counter()
             index = SeismicIndex(docs, options)

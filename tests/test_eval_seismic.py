@@ -140,7 +140,7 @@ def test_run_eval_seismic_index(tmp_path, tiny_model_dir, capsys):
     assert "'query_cut': 1000" in (tmp_path / "ann" / "report.md").read_text()
     capsys.readouterr()
     for bad, message in ((["--seismic-query-cut", "0"], "--seismic-query-cut must be"),
-                         (["--opensearch"], "--opensearch belong to the exact index")):
+                         (["--opensearch"], "--opensearch: exact-index option")):
         with pytest.raises(SystemExit):
             run_eval.main(base + ["--output", str(tmp_path / "bad"), "--index", "seismic", *bad])
         assert message in capsys.readouterr().err
