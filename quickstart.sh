@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run the main job on the offline default: build data from ../shared/data, train configs/quickstart.yaml
-# on CPU, and evaluate the model against Korean BM25 on held-out KorQuAD articles.
+# on CPU, and evaluate the model against Korean BM25 (and their hybrid) on held-out KorQuAD articles and on
+# Korean queries over English MS MARCO passages; print the expansions of a few Korean queries.
 set -euo pipefail
 cd "$(dirname "$0")"
 DATA_DIR="${DATA_DIR:-../shared/data}"
@@ -18,8 +19,11 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 TOKENIZERS_P
 OUT=data/quickstart
 [ -f "$OUT/triplets/README.md" ] || python -m builders build triplets --data_dir "$DATA_DIR" --output_dir "$OUT/triplets" --max_per_source 400
 [ -f "$OUT/term_pairs/README.md" ] || python -m builders build term_pairs --data_dir "$DATA_DIR" --output_dir "$OUT/term_pairs" --max_per_source 2000
-[ -f "$OUT/benchmarks/korquad-dev-ret/corpus.jsonl" ] || python -m builders build benchmark --config korquad-dev-ret --data_dir "$DATA_DIR" --output_dir "$OUT/benchmarks"
+for bench in korquad-dev-ret msmarco-koen; do
+  [ -f "$OUT/benchmarks/$bench/corpus.jsonl" ] || python -m builders build benchmark --config "$bench" --data_dir "$DATA_DIR" --output_dir "$OUT/benchmarks"
+done
 
 python run_train.py configs/quickstart.yaml "$@"
-python run_eval.py --model outputs/quickstart --benchmark beir:"$OUT/benchmarks/korquad-dev-ret" --baseline bm25 \
-  --max-queries 300 --output outputs/quickstart/eval
+python run_eval.py --model outputs/quickstart --benchmark korquad-dev-ret msmarco-koen --benchmark-dir "$OUT/benchmarks" \
+  --baseline bm25 --hybrid --max-queries 300 --term-pairs "$OUT/term_pairs" --output outputs/quickstart/eval \
+  --show-expansions "추천 시스템" "머신러닝" "검색 엔진"

@@ -28,6 +28,13 @@ BASELINES = {"bm25": "mecab", "bm25-bigram": "bigram"}
 HYBRID_MIN_DEPTH = 100
 
 
+def _dashed(arg: str) -> str:
+    if not arg.startswith("--"):
+        return arg
+    key, eq, value = arg.partition("=")
+    return key.replace("_", "-") + eq + value
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", nargs="*", default=[], help="saved SparseEncoder folder(s)")
@@ -67,8 +74,12 @@ def parse_args(argv=None):
     p.add_argument("--doc-only-idf", metavar="IDF_JSON",
                    help="also evaluate each model as an inference-free one (row <name>-idf-queries): its document "
                         "encoder with IDF-weighted bag-of-tokens queries (`python -m builders idf` writes the file)")
+    p.add_argument("--show-expansions", nargs="+", metavar="QUERY", default=[],
+                   help="print each model's top terms for these queries (e.g. 추천 시스템 머신러닝)")
     p.add_argument("--cache-dir", help="cached encodings (default: <output>/cache)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write cached corpus encodings")
+    # One flag style across the CLIs: run_train.py's `--max_seq_length` spelling is accepted here too.
+    argv = [_dashed(a) for a in (sys.argv[1:] if argv is None else argv)]
     args = p.parse_args(argv)
     if not args.model and not args.baseline:
         p.error("give --model DIR and/or --baseline bm25")
@@ -117,15 +128,19 @@ def main(argv=None) -> int:
     if args.model:
         from training import SparseEncoder
 
+        from training.st_layout import LayoutError
+
         overrides = {"max_seq_length": args.max_seq_length} if args.max_seq_length else {}
-        # eval mode once: encode() then skips switching every submodule per call (query latency)
-        models = [(Path(m).resolve().name, Path(m), SparseEncoder.from_pretrained(m, **overrides).eval())
-                  for m in args.model]
-        if args.doc_only_idf:
-            models += [(f"{Path(m).resolve().name}-idf-queries", Path(m),
-                        SparseEncoder.from_pretrained(m, mode="doc_only", idf_file=args.doc_only_idf,
-                                                      **overrides).eval())
-                       for m in args.model]
+        try:  # eval mode once: encode() then skips switching every submodule per call (query latency)
+            models = [(Path(m).resolve().name, Path(m), SparseEncoder.from_pretrained(m, **overrides).eval())
+                      for m in args.model]
+            if args.doc_only_idf:
+                models += [(f"{Path(m).resolve().name}-idf-queries", Path(m),
+                            SparseEncoder.from_pretrained(m, mode="doc_only", idf_file=args.doc_only_idf,
+                                                          **overrides).eval())
+                           for m in args.model]
+        except LayoutError as e:
+            sys.exit(f"model error: {e}")
     results, activations = {}, {}
     index_options = dict(opensearch=args.opensearch, prune_type=args.prune_type, prune_ratio=args.prune_ratio,
                          two_phase_ratio=args.two_phase_ratio, seismic=args.seismic)
@@ -169,6 +184,9 @@ def main(argv=None) -> int:
     if term_results:
         for name, metrics in term_results.items():
             print(f"term pairs, {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    for name, _, model in models[:len(args.model)]:
+        for query, terms in zip(args.show_expansions, model.encode(args.show_expansions, is_query=True).decode(12)):
+            print(f"{name} | {query}: " + ", ".join(f"{t} {w:.2f}" for t, w in terms))
     print(f"wrote {paths['results']} and {paths['report']}")
     return 0
 

@@ -14,10 +14,11 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from training.arguments import ConfigError, parse_config
+from training.arguments import MODEL_SOURCES, ConfigError, check_paths, parse_config
 from training.data import BatchSchedule, DataError, SparseCollator, load_sources
 from training.encoder import SparseEncoder
 from training.losses import SparseLoss
+from training.st_layout import LayoutError
 from training.trainer import SparseTrainer
 from training.vocab import token_scripts
 
@@ -58,12 +59,20 @@ def last_complete_checkpoint(output_dir: str):
 
 
 def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
-    """Parse the config, load and validate the data, build model, loss and trainer (no training yet)."""
-    defaults = {} if torch.cuda.is_available() else {"use_cpu": True}  # without it CPU ranks never sync (DESIGN.md)
+    """Parse the config, load and validate the data, build model, loss and trainer (no training yet). Bad input
+    stops here with one line ("config error: ..." / "data error: ...") before anything is written."""
     try:
-        model_args, data_args, loss_args, training_args, resolved = parse_config(argv, defaults)
+        return _build_trainer(argv)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
+    except DataError as e:
+        sys.exit(f"data error: {e}")
+
+
+def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
+    defaults = {} if torch.cuda.is_available() else {"use_cpu": True}  # without it the Trainer never wraps CPU ranks in DDP
+    model_args, data_args, loss_args, training_args, resolved = parse_config(argv, defaults)
+    check_paths(model_args, data_args)
     if training_args.ddp_find_unused_parameters is None:
         # Only a trainable IDF can sit out a step (term-pair batches have no queries).
         training_args.ddp_find_unused_parameters = model_args.trainable_idf
@@ -71,25 +80,18 @@ def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     with training_args.main_process_first(desc="load and validate training data"):
-        try:
-            sources = load_sources(data_args.train_file or (), data_args.dataset_name or (),
-                                   data_args.dataset_config_name or (), data_args.train_task or (),
-                                   data_args.sampling_weight or (), data_args.curriculum_start or ())
-        except (DataError, FileNotFoundError) as e:
-            sys.exit(f"data error: {e}")
-        model = SparseEncoder.from_pretrained(
-            model_args.model_name_or_path, idf_file=model_args.idf_file, trainable_idf=model_args.trainable_idf,
-            mode=model_args.mode, allowed_scripts=model_args.allowed_scripts,
-            max_seq_length=data_args.max_seq_length, max_query_length=data_args.max_query_length)
+        sources = load_training_sources(data_args)
+        model = load_model(model_args, data_args, resolved)
     for s in sources:
         logger.info("source %s: %d %s records", s.name, len(s.records), s.task)
     if model_args.freeze_layers:
-        model.freeze_bottom_layers(model_args.freeze_layers)
+        as_config_error(model.freeze_bottom_layers, model_args.freeze_layers)
     if model_args.use_lora:
         model.add_lora(model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout)
 
-    schedule = BatchSchedule(sources, training_args.per_device_train_batch_size, training_args.world_size,
-                             seed=training_args.data_seed or training_args.seed)
+    schedule = as_config_error(BatchSchedule, sources, training_args.per_device_train_batch_size,
+                               training_args.world_size, seed=training_args.data_seed or training_args.seed)
+    # The model's lengths: the saved ones unless the config set them, capped at the backbone's positions.
     collator = SparseCollator(model.tokenizer, model.config.max_seq_length, model.config.max_query_length,
                               data_args.max_term_length, data_args.num_negatives, data_args.num_distill_docs,
                               data_args.negative_curriculum)
@@ -107,6 +109,46 @@ def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
         with open(os.path.join(training_args.output_dir, "train_config.yaml"), "w", encoding="utf-8") as fh:
             yaml.safe_dump(resolved, fh, allow_unicode=True, sort_keys=False)
     return trainer, resolved
+
+
+def load_model(model_args, data_args, resolved: dict) -> SparseEncoder:
+    """The backbone or saved model. The sparse settings a saved model carries (sparse_config.json) are passed on
+    only when the config or command line sets them: fine-tuning a saved doc-only or script-masked model keeps them."""
+    settings = {"mode": model_args.mode, "allowed_scripts": model_args.allowed_scripts,
+                "max_seq_length": data_args.max_seq_length, "max_query_length": data_args.max_query_length}
+    overrides = {key: value for key, value in settings.items() if key in resolved}
+    path = model_args.model_name_or_path
+    try:
+        return SparseEncoder.from_pretrained(path, idf_file=model_args.idf_file,
+                                             trainable_idf=model_args.trainable_idf, **overrides)
+    except LayoutError as e:  # a sentence-transformers layout the toolkit cannot represent
+        raise ConfigError(f"model_name_or_path: {e}") from None
+    except OSError as e:  # a well-formed hub id that cannot be fetched (offline, or no such repository)
+        if os.path.exists(path) or ":" in path:
+            raise
+        raise ConfigError(f"model_name_or_path {path}: no such folder, and no hub model of that id is available"
+                          f"{' offline (HF_HUB_OFFLINE=1)' if os.environ.get('HF_HUB_OFFLINE') == '1' else ''}; "
+                          f"{MODEL_SOURCES}") from e
+
+
+def load_training_sources(data_args):
+    try:
+        return as_config_error(load_sources, data_args.train_file or (), data_args.dataset_name or (),
+                               data_args.dataset_config_name or (), data_args.train_task or (),
+                               data_args.sampling_weight or (), data_args.curriculum_start or ())
+    except FileNotFoundError as e:  # a training file or dataset folder
+        raise DataError(str(e)) from None
+
+
+def as_config_error(build, *args, **kwargs):
+    """`build(...)`, its ValueError (settings that do not fit the data: source counts, batch size, layers) as a
+    ConfigError; record-level DataErrors pass through as data errors."""
+    try:
+        return build(*args, **kwargs)
+    except DataError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def train(trainer: SparseTrainer) -> dict:

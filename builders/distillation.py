@@ -2,8 +2,10 @@
 
 For each query: its positive first, then BM25-mined candidates from the same corpus, all scored by a teacher:
 `dense` (multilingual-e5-small cosine x `dense_scale`, 100 = E5's own training temperature), `bm25` (raw Korean
-BM25), or `ensemble` (per-list z-scores of both, mixed by `dense_weight`). Same splits as triplets: no eval
-article or query reaches `train`."""
+BM25), or `ensemble` (both normalised per list, `ensemble_normalization` min_max as OpenSearch's hybrid query does
+or z_score, mixed by `dense_weight`; scaled by `dense_scale` so its softmax is as peaked as the dense teacher's).
+Same splits as triplets: no eval article or query reaches `train`. The build log reports each teacher's nDCG@10
+over the lists of every split (the positive is the one relevant document): how well the student could do."""
 from __future__ import annotations
 
 import logging
@@ -22,6 +24,7 @@ from builders.triplets import EVAL_SOURCES, query_splits, read_pools, user_pool
 
 logger = logging.getLogger(__name__)
 TEACHERS = ("dense", "bm25", "ensemble")
+NORMALIZATIONS = ("min_max", "z_score")
 
 
 def candidate_lists(pool: Pool, bm25: KoreanBM25, docs_per_query: int, stats: Counter):
@@ -45,8 +48,20 @@ def zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-6)
 
 
+def min_max(x: np.ndarray) -> np.ndarray:
+    """Per-row (x - min) / (max - min), OpenSearch's min_max normalisation (a constant row becomes 0)."""
+    low, high = x.min(1, keepdims=True), x.max(1, keepdims=True)
+    return np.where(high > low, (x - low) / np.where(high > low, high - low, 1), 0.0)
+
+
+def list_ndcg_at_10(scores: np.ndarray) -> float:
+    """Mean nDCG@10 of lists whose first document (the positive) is the only relevant one (ties rank it last)."""
+    rank = (scores[:, 1:] >= scores[:, :1]).sum(1)  # 0-based rank of the positive
+    return float(np.mean(np.where(rank < 10, 1.0 / np.log2(rank + 2), 0.0)))
+
+
 def teacher_scores(kind: str, queries, doc_texts: list[list[str]], bm25_scores: np.ndarray, teacher,
-                   dense_scale: float, dense_weight: float) -> np.ndarray:
+                   dense_scale: float, dense_weight: float, normalization: str = "min_max") -> np.ndarray:
     if kind == "bm25":
         return bm25_scores
     q = teacher.encode(queries, is_query=True, show_progress=True)
@@ -58,7 +73,10 @@ def teacher_scores(kind: str, queries, doc_texts: list[list[str]], bm25_scores: 
     if kind == "dense":
         return cosine * dense_scale
     if kind == "ensemble":
-        return dense_weight * zscore(cosine) + (1 - dense_weight) * zscore(bm25_scores)
+        norm = {"min_max": min_max, "z_score": zscore}[normalization]
+        mixed = dense_weight * norm(cosine) + (1 - dense_weight) * norm(bm25_scores)
+        # min_max lies in [0, 1]: give its softmax the spread of the dense teacher's (cosines x 100 span ~10)
+        return mixed * (10.0 if normalization == "min_max" else 1.0)
     raise ValueError(f"unknown teacher {kind!r}; choose from {TEACHERS}")
 
 
@@ -69,7 +87,18 @@ class DistillationConfig(ToolkitConfig):
     docs_per_query: int = 8
     dense_scale: float = E5_LOGIT_SCALE
     dense_weight: float = 0.5
+    ensemble_normalization: str = "min_max"
     analyzer: str = "mecab"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"teacher must be one of {TEACHERS}, got {self.teacher!r}")
+        if self.ensemble_normalization not in NORMALIZATIONS:
+            raise ValueError(f"ensemble_normalization must be one of {NORMALIZATIONS}, got "
+                             f"{self.ensemble_normalization!r}")
+        if not 0 <= self.dense_weight <= 1:
+            raise ValueError(f"dense_weight must be in [0, 1], got {self.dense_weight}")
 
 
 class Distillation(ToolkitBuilder):
@@ -105,7 +134,10 @@ class Distillation(ToolkitBuilder):
                 queries = [pool.queries[i] for i in rows]
                 docs = [[pool.corpus[j] for j in row] for row in ids]
                 scores = teacher_scores(cfg.teacher, queries, docs, bm25.scores_for(queries, ids), teacher,
-                                        cfg.dense_scale, cfg.dense_weight)
+                                        cfg.dense_scale, cfg.dense_weight, cfg.ensemble_normalization)
+                self.build_report = getattr(self, "build_report", []) + [
+                    f"{split}/{pool.source}: {cfg.teacher} teacher nDCG@10 over its {len(rows)} lists "
+                    f"{list_ndcg_at_10(np.asarray(scores)):.3f}"]
                 for i, (query, texts, row_scores) in enumerate(zip(queries, docs, scores)):
                     yield f"{pool.source}-{rows[i]}", {"query": query, "docs": texts,
                                                       "scores": [float(s) for s in row_scores]}

@@ -16,8 +16,10 @@ import scipy.sparse as sp
 
 from training.vocab import is_valid_feature_name  # noqa: F401  (re-exported: the deploy-side name check)
 
+# The ingest pipeline's pruning, shared with eval so locally indexed vectors match ingested ones.
+from training.pruning import PRUNE_TYPES, prune_dict as prune_features, prune_matrix, validate_prune  # noqa: F401
+
 FIELD_TYPES = ("rank_features", "sparse_vector")
-PRUNE_TYPES = ("none", "max_ratio", "alpha_mass", "top_k", "abs_value")
 # Lucene's FeatureField takes only positive normal floats.
 MIN_FEATURE_VALUE = float(np.finfo(np.float32).tiny)
 
@@ -45,24 +47,14 @@ class FeatureVocabulary:
         if len(stray):
             raise ValueError(f"id {matrix.indices[stray[0]]} is active but not a served feature: vectors must come "
                              "from the encoder these names belong to")
+        matrix = prune_matrix(matrix, prune_type, prune_ratio)
         out = []
         for i in range(matrix.shape[0]):
             cols = matrix.indices[matrix.indptr[i]:matrix.indptr[i + 1]]
             vals = matrix.data[matrix.indptr[i]:matrix.indptr[i + 1]]
             keys = [str(int(c)) for c in cols] if field_type == "sparse_vector" else [self.names[c] for c in cols]
-            out.append(prune_features(dict(zip(keys, map(float, vals))), prune_type, prune_ratio))
+            out.append(dict(zip(keys, map(float, vals))))
         return out
-
-
-def validate_prune(prune_type: str, prune_ratio: float) -> None:
-    """The ratio ranges neural-search's PruneUtils accepts, checked before anything is sent."""
-    if prune_type not in PRUNE_TYPES:
-        raise ValueError(f"prune_type must be one of {PRUNE_TYPES}, got {prune_type!r}")
-    ok = {"none": True, "top_k": prune_ratio > 0 and float(prune_ratio).is_integer(),
-          "max_ratio": 0 <= prune_ratio < 1, "alpha_mass": 0 <= prune_ratio < 1,
-          "abs_value": prune_ratio >= 0}[prune_type]
-    if not ok:
-        raise ValueError(f"prune_ratio {prune_ratio} is out of range for prune_type {prune_type}")
 
 
 def parse_prune(value: str) -> tuple[str, float]:
@@ -71,30 +63,6 @@ def parse_prune(value: str) -> tuple[str, float]:
     prune = (kind, float(ratio or 0.0))
     validate_prune(*prune)
     return prune
-
-
-def prune_features(features: dict[str, float], prune_type: str = "none", prune_ratio: float = 0.0) -> dict:
-    """The ingest pipeline's pruning (neural-search PruneUtils), so locally indexed vectors match ingested ones."""
-    validate_prune(prune_type, prune_ratio)
-    if prune_type == "none" or not features:
-        return dict(features)
-    if prune_type == "top_k":
-        ranked = sorted(features.items(), key=lambda kv: -kv[1])
-        return dict(ranked[: int(prune_ratio)])
-    if prune_type == "max_ratio":
-        limit = prune_ratio * max(features.values())
-        return {k: v for k, v in features.items() if v >= limit}
-    if prune_type == "abs_value":
-        return {k: v for k, v in features.items() if v >= prune_ratio}
-    # alpha_mass: keep the largest weights while their running sum stays within alpha of the total (float32 sums)
-    total = np.float32(sum(features.values()))
-    running = np.float32(0.0)
-    kept = {}
-    for k, v in sorted(features.items(), key=lambda kv: -kv[1]):
-        running = np.float32(running + np.float32(v))
-        if running <= np.float32(prune_ratio) * total:
-            kept[k] = v
-    return kept
 
 
 def encode_features(encoder, texts, is_query: bool = False, field_type: str = "rank_features",

@@ -7,7 +7,9 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 
-PRUNE_TYPES = ("none", "max_ratio", "top_k", "alpha_mass", "abs_value")
+# OpenSearch's ingest pruning: the one implementation eval and deploy share.
+from training.pruning import PRUNE_TYPES, prune_matrix as prune, validate_prune as check_prune  # noqa: F401
+
 # Dense score blocks are at most this many floats (queries x documents) at a time.
 _BLOCK_FLOATS = 8_000_000
 
@@ -17,84 +19,6 @@ def feature_field_round(values: np.ndarray) -> np.ndarray:
     decoded as bits << 15, i.e. the low 15 mantissa bits cut off (truncation, 9 significant bits)."""
     bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
     return (bits & np.uint32(0xFFFF8000)).view(np.float32)
-
-
-def check_prune(prune_type: str, prune_ratio: float) -> None:
-    """OpenSearch's PruneUtils.isValidPruneRatio, with the reason in the error."""
-    if prune_type not in PRUNE_TYPES:
-        raise ValueError(f"unknown prune_type {prune_type!r}; choose one of {PRUNE_TYPES}")
-    if prune_type == "top_k" and not (prune_ratio > 0 and float(prune_ratio).is_integer()):
-        raise ValueError(f"top_k pruning needs a positive integer prune_ratio, got {prune_ratio}")
-    if prune_type in ("max_ratio", "alpha_mass") and not 0 < prune_ratio < 1:
-        raise ValueError(f"{prune_type} pruning needs 0 < prune_ratio < 1, got {prune_ratio}")
-    if prune_type == "abs_value" and not prune_ratio > 0:
-        raise ValueError(f"abs_value pruning needs prune_ratio > 0, got {prune_ratio}")
-
-
-def prune(matrix: sp.csr_matrix, prune_type: str = "none", prune_ratio: float = 0.0) -> sp.csr_matrix:
-    """Each row pruned as OpenSearch's `sparse_encoding` ingest processor does (neural-search PruneUtils),
-    in float32 like the Java code:
-    - max_ratio: keep w where w / max(row) >= ratio;   - abs_value: keep w >= ratio;
-    - top_k: keep the int(ratio) largest (ties: lower token id, where Java's HashMap order is unspecified);
-    - alpha_mass: largest first, keep until the running sum / row sum >= ratio (the crossing weight is kept)."""
-    check_prune(prune_type, prune_ratio)
-    matrix = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
-    matrix.sort_indices()
-    if prune_type == "none" or matrix.nnz == 0:
-        return matrix
-    if np.any(matrix.data <= 0):
-        raise ValueError("pruned values must be positive (OpenSearch rejects zero or negative weights)")
-    ratio = np.float32(prune_ratio)
-    lengths = np.diff(matrix.indptr)
-    row_of = np.repeat(np.arange(matrix.shape[0]), lengths)
-    if prune_type == "abs_value":
-        keep = matrix.data >= ratio
-    elif prune_type == "max_ratio":
-        row_max = np.zeros(matrix.shape[0], dtype=np.float32)
-        np.maximum.at(row_max, row_of, matrix.data)
-        keep = (matrix.data / row_max[row_of]).astype(np.float32) >= ratio
-    else:
-        # Rank of each entry inside its row: value descending, token id ascending. Positive float32 bits order
-        # like the values, so one stable int64 sort on (row, inverted bits) does it (indices are sorted already).
-        inverted = np.uint32(0xFFFFFFFF) - matrix.data.view(np.uint32)
-        order = np.argsort((row_of.astype(np.int64) << 32) | inverted.astype(np.int64), kind="stable")
-        rank = np.empty(matrix.nnz, dtype=np.int64)
-        rank[order] = np.arange(matrix.nnz) - np.repeat(matrix.indptr[:-1], lengths)
-        if prune_type == "top_k":
-            keep = rank < int(prune_ratio)
-        else:
-            keep = _alpha_mass_keep(matrix.data, order, rank, row_of, lengths, ratio)
-    matrix.data = np.where(keep, matrix.data, np.float32(0))
-    matrix.eliminate_zeros()
-    return matrix
-
-
-def _alpha_mass_keep(data, order, rank, row_of, lengths, alpha, rows_per_block: int = 4096) -> np.ndarray:
-    """alpha_mass in float32: the running sum is accumulated in float (as Java's `float topSum`), the row total in
-    double then cast to float. Rows are laid out padded [rows, max_len] so each cumsum runs within one row."""
-    keep = np.zeros(len(data), dtype=bool)
-    starts = np.concatenate([[0], np.cumsum(lengths)])
-    sorted_data = data[order]  # row-major, each row's weights descending
-    for r0 in range(0, len(lengths), rows_per_block):
-        r1 = min(r0 + rows_per_block, len(lengths))
-        block_lengths = lengths[r0:r1]
-        width = int(block_lengths.max(initial=0))
-        if width == 0:
-            continue
-        lo, hi = starts[r0], starts[r1]
-        row = np.repeat(np.arange(r1 - r0), block_lengths)
-        col = np.arange(hi - lo) - np.repeat(starts[r0:r1] - lo, block_lengths)
-        padded = np.zeros((r1 - r0, width), dtype=np.float32)
-        padded[row, col] = sorted_data[lo:hi]
-        running = np.cumsum(padded, axis=1, dtype=np.float32)
-        total = padded.astype(np.float64).sum(axis=1).astype(np.float32)
-        with np.errstate(invalid="ignore", divide="ignore"):  # empty rows: nothing to keep anyway
-            reached = (running / total[:, None]).astype(np.float32) >= alpha
-        # Keep a position when no earlier position had reached alpha (the crossing one is kept).
-        before = np.concatenate([np.zeros((r1 - r0, 1), dtype=bool), reached[:, :-1]], axis=1)
-        keep_sorted = ~np.logical_or.accumulate(before, axis=1)
-        keep[order[lo:hi]] = keep_sorted[row, col]
-    return keep
 
 
 class SparseIndex:

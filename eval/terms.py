@@ -45,9 +45,12 @@ def load_term_pairs(path, split: str = "test") -> list[dict]:
     return [{"ko": r["ko"], "en": r["en"]} for r in ds]
 
 
-def _piece_ids(tokenizer, texts: Sequence[str]) -> list[set[int]]:
-    encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    return [set(ids) for ids in encoded]
+def _piece_ids(model, texts: Sequence[str]) -> list[set[int]]:
+    """Each text's pieces as served ids (the id carrying each piece's name; pieces the model never serves dropped)."""
+    canonical = model.canonical_ids.cpu().numpy()
+    served = model.output_mask.cpu().numpy() > 0
+    encoded = model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    return [{int(c) for c in canonical[ids] if served[c]} if ids else set() for ids in encoded]
 
 
 def _top_ids(matrix: sp.csr_matrix, n: int) -> list[set[int]]:
@@ -59,6 +62,8 @@ def term_metrics(model, pairs: Sequence[dict], top_n: int = 50, k_values: Sequen
                  batch_size: int = 64) -> dict[str, float]:
     """- ko_preservation: share of the Korean term's own pieces among its top_n activated terms;
     - en_activation: share of the English translation's pieces among the Korean term's top_n terms;
+    - dead_en_targets: share of those English pieces with weight 0 in the Korean term's vector (no weight-space
+      loss can revive them: log1p(relu(.)) passes no gradient there);
     - non_target_top{n}: average number of top_n terms in other scripts (not Hangul, Latin, digits/punctuation);
     - synonym_recall@K / synonym_mrr: each Korean term as a query against all English terms of the split,
       scored by the sparse dot product (a Korean term may have several correct translations)."""
@@ -72,11 +77,14 @@ def term_metrics(model, pairs: Sequence[dict], top_n: int = 50, k_values: Sequen
     en = model.encode(en_terms, batch_size=batch_size).matrix
 
     top = _top_ids(ko, top_n)
-    ko_pieces = _piece_ids(model.tokenizer, ko_terms)
-    en_pieces = _piece_ids(model.tokenizer, en_terms)
+    ko_pieces = _piece_ids(model, ko_terms)
+    en_pieces = _piece_ids(model, en_terms)
     preservation = [len(p & t) / len(p) for p, t in zip(ko_pieces, top) if p]
     activation = [len(en_pieces[en_row[p["en"]]] & top[ko_row[p["ko"]]]) / len(en_pieces[en_row[p["en"]]])
                   for p in pairs if en_pieces[en_row[p["en"]]]]
+    active = [set(ko.indices[ko.indptr[i]:ko.indptr[i + 1]].tolist()) for i in range(ko.shape[0])]
+    target_pieces = [(en_pieces[en_row[p["en"]]], active[ko_row[p["ko"]]]) for p in pairs]
+    dead = sum(len(t - a) for t, a in target_pieces) / max(1, sum(len(t) for t, _ in target_pieces))
     scripts = token_scripts(model.tokenizer)
     non_target = ~np.isin(scripts, TARGET_SCRIPTS)
     other = [sum(bool(non_target[j]) for j in t if j < len(non_target)) for t in top]
@@ -94,6 +102,7 @@ def term_metrics(model, pairs: Sequence[dict], top_n: int = 50, k_values: Sequen
     out = {
         "ko_preservation": float(np.mean(preservation)) if preservation else 0.0,
         "en_activation": float(np.mean(activation)) if activation else 0.0,
+        "dead_en_targets": float(dead),
         f"non_target_top{top_n}": float(np.mean(other)),
     }
     out.update({f"synonym_recall@{k}": ranked[f"recall@{k}"] for k in k_values})

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from deploy.features import FeatureVocabulary, prune_features, validate_prune
+from deploy.features import FeatureVocabulary
 from deploy.ml_commons import SparseEncodingModule, export_opensearch, opensearch_idf
 from training import SparseEncoder
 
@@ -100,18 +100,6 @@ def test_feature_names_follow_ml_commons_decoding(encoder):
     assert all(k and "." not in k for d in dicts for k in d)
     ids = features.to_features(sp.csr_matrix(weights.numpy()), field_type="sparse_vector")
     assert [sorted(map(int, d)) for d in ids] == [sorted(vocab[k] for k in d) for d in dicts]
-
-
-def test_prune_matches_neural_search_rules():
-    v = {"a": 4.0, "b": 2.0, "c": 1.0, "d": 0.5}
-    assert prune_features(v, "top_k", 2) == {"a": 4.0, "b": 2.0}
-    assert prune_features(v, "max_ratio", 0.25) == {"a": 4.0, "b": 2.0, "c": 1.0}
-    assert prune_features(v, "abs_value", 1.0) == {"a": 4.0, "b": 2.0, "c": 1.0}
-    assert prune_features(v, "alpha_mass", 0.8) == {"a": 4.0, "b": 2.0}  # 6 <= 0.8 * 7.5, 7 > 6
-    assert prune_features(v) == v
-    for bad in [("top_k", 1.5), ("max_ratio", 1.0), ("abs_value", -1), ("nope", 0)]:
-        with pytest.raises(ValueError):
-            validate_prune(*bad)
 
 
 def test_onnx_equals_eager_with_dynamic_axes(encoder, tmp_path):

@@ -87,11 +87,18 @@ def _uneven_rank(rank, world, port, out):
         query = torch.rand(rows, 5, requires_grad=True)
         doc = torch.rand(rows * 2, 5, requires_grad=True)
         batch = {"doc_mask": torch.tensor([[True, rank == 0]] * rows), "teacher_scores": torch.rand(rows, 2)}
-        reps, gathered = gather_global_batch({"query": query, "doc": doc}, batch, rows_per_rank=3)
+        calls = []
+        real_all_gather = dist.all_gather
+        dist.all_gather = lambda *a, **k: (calls.append(1), real_all_gather(*a, **k))[1]
+        try:
+            reps, gathered = gather_global_batch({"query": query, "doc": doc}, batch, rows_per_rank=3)
+        finally:
+            dist.all_gather = real_all_gather
         (reps["query"].sum() * 2 + reps["doc"].pow(2).sum()).backward()
         torch.save({"query": reps["query"].detach(), "doc": reps["doc"].detach(), **gathered,
                     "local_query": query.detach(), "local_doc": doc.detach(), "grad_query": query.grad,
-                    "grad_doc": doc.grad, "local_batch": batch}, os.path.join(out, f"{rank}.pt"))
+                    "grad_doc": doc.grad, "local_batch": batch,
+                    "all_gathers": torch.tensor(len(calls))}, os.path.join(out, f"{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -103,6 +110,7 @@ def test_gather_global_batch_handles_uneven_ranks_and_returns_own_gradients(tmp_
         assert torch.equal(r[0][key], r[1][key]), key
     assert torch.equal(r[0]["query"], torch.cat([r[0]["local_query"], r[1]["local_query"]]))
     assert torch.equal(r[0]["doc"], torch.cat([r[0]["local_doc"], r[1]["local_doc"]]))
+    assert r[0]["all_gathers"].item() == 2  # metadata (with the validity column) + vectors, whatever the task
     assert r[0]["doc_mask"].dtype == torch.bool and r[0]["doc_mask"].shape == (4, 2)
     assert torch.equal(r[0]["doc_mask"], torch.cat([r[0]["local_batch"]["doc_mask"], r[1]["local_batch"]["doc_mask"]]))
     assert torch.equal(r[1]["teacher_scores"],

@@ -1,11 +1,11 @@
-"""SparseIndex against brute-force dense dot products; OpenSearch pruning and FeatureField rounding by hand."""
+"""SparseIndex against brute-force dense dot products and FeatureField rounding by hand."""
 import struct
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from eval.index import SparseIndex, feature_field_round, prune, top_k
+from eval.index import SparseIndex, feature_field_round, top_k
 
 
 def _random_sparse(rng, n, vocab, density):
@@ -110,59 +110,7 @@ def test_feature_field_rounding():
     assert np.all(got <= values) and np.all(got > values * (1 - 2 ** -8))  # truncation, 9 significant bits
 
 
-ROW = [0.1, 0.5, 1.0, 0.3, 0.1]  # token ids 0..4
-
-
-def _pruned(prune_type, ratio, rows=(ROW,)):
-    m = prune(sp.csr_matrix(np.array(rows, dtype=np.float32)), prune_type, ratio)
-    return [dict(zip(m[i].indices.tolist(), np.round(m[i].data.astype(np.float64), 6).tolist())) for i in range(m.shape[0])]
-
-
-def test_prune_modes_hand_computed():
-    assert _pruned("max_ratio", 0.3) == [{1: 0.5, 2: 1.0, 3: 0.3}]  # w / max >= ratio, 0.3 itself kept
-    assert _pruned("max_ratio", 0.6) == [{2: 1.0}]
-    assert _pruned("abs_value", 0.3) == [{1: 0.5, 2: 1.0, 3: 0.3}]  # w >= ratio
-    assert _pruned("abs_value", 0.11) == [{1: 0.5, 2: 1.0, 3: 0.3}]
-    assert _pruned("top_k", 2) == [{1: 0.5, 2: 1.0}]
-    assert _pruned("top_k", 4) == [{0: 0.1, 1: 0.5, 2: 1.0, 3: 0.3}]  # tie at 0.1: lower token id kept
-    assert _pruned("top_k", 10) == [{0: 0.1, 1: 0.5, 2: 1.0, 3: 0.3, 4: 0.1}]
-    # alpha_mass: sorted 1.0, 0.5, 0.3, 0.1, 0.1 (sum 2.0); running shares 0.5, 0.75, 0.9 -> crossing entry kept
-    assert _pruned("alpha_mass", 0.8) == [{1: 0.5, 2: 1.0, 3: 0.3}]
-    assert _pruned("alpha_mass", 0.5) == [{2: 1.0}]
-    assert _pruned("alpha_mass", 0.76) == [{1: 0.5, 2: 1.0, 3: 0.3}]
-    assert _pruned("none", 0) == [dict(zip(range(5), ROW))]
-
-
-def test_prune_rows_are_independent():
-    rows = [ROW, [0, 0, 0, 0, 0], [0, 0, 0, 2.0, 0], [0.4, 0.4, 0, 0, 0.2]]
-    assert _pruned("alpha_mass", 0.7, rows) == [{1: 0.5, 2: 1.0}, {}, {3: 2.0}, {0: 0.4, 1: 0.4}]
-    assert _pruned("max_ratio", 0.5, rows) == [{1: 0.5, 2: 1.0}, {}, {3: 2.0}, {0: 0.4, 1: 0.4, 4: 0.2}]
-    assert _pruned("top_k", 1, rows) == [{2: 1.0}, {}, {3: 2.0}, {0: 0.4}]
-
-
-def test_prune_alpha_mass_matches_loop_on_random_rows():
-    rng = np.random.default_rng(3)
-    m = sp.random(200, 300, density=0.1, random_state=rng, format="csr", dtype=np.float32)
-    got = prune(m, "alpha_mass", 0.6)
-    for i in range(m.shape[0]):
-        row = sorted(zip(m[i].data.tolist(), m[i].indices.tolist()), key=lambda t: (-t[0], t[1]))
-        total, running, kept = np.float32(sum(v for v, _ in row)), np.float32(0), set()
-        for v, j in row:
-            running = np.float32(running + np.float32(v))
-            kept.add(j)
-            if np.float32(running / total) >= np.float32(0.6):
-                break
-        assert set(got[i].indices.tolist()) == kept
-
-
-def test_prune_rejects_invalid_ratios():
-    m = sp.csr_matrix(np.array([ROW], dtype=np.float32))
-    for prune_type, ratio in [("top_k", 2.5), ("top_k", 0), ("max_ratio", 1.0), ("alpha_mass", 0),
-                              ("abs_value", -1), ("bogus", 1)]:
-        with pytest.raises(ValueError):
-            prune(m, prune_type, ratio)
-    with pytest.raises(ValueError, match="positive"):
-        prune(sp.csr_matrix(np.array([[-1.0, 2.0]], dtype=np.float32)), "top_k", 1)
+ROW = [0.1, 0.5, 1.0, 0.3, 0.1]  # token ids 0..4 (the pruning rules themselves: tests/test_pruning.py)
 
 
 def test_index_applies_pruning_before_rounding():

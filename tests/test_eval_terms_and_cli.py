@@ -18,8 +18,12 @@ class ExpandingModel:
     """Each text activates its own pieces (weight 1); a Korean term also its listed English expansion (0.5)."""
 
     def __init__(self, expansions):
+        import torch
+
         self.tokenizer = build_tokenizer()
         self.expansions = expansions
+        self.canonical_ids = torch.arange(len(self.tokenizer))  # every id serves its own name
+        self.output_mask = torch.ones(len(self.tokenizer))
 
     def encode(self, texts, batch_size=32, is_query=False):
         vocab = len(self.tokenizer)
@@ -38,12 +42,16 @@ def test_term_metrics_hand_computed():
     assert got["ko_preservation"] == 1.0
     assert got["en_activation"] == pytest.approx(2 / 3)  # "capital" is never activated
     assert got["non_target_top50"] == 0.0
+    pieces = lambda t: len(set(model.tokenizer(t, add_special_tokens=False)["input_ids"]))  # noqa: E731
+    # only "capital"'s pieces are missing from 서울's vector
+    assert got["dead_en_targets"] == pytest.approx(pieces("capital") / (pieces("machine learning") + pieces("seoul")
+                                                                          + pieces("capital")))
     # 서울 ranks seoul first, capital (score 0) later: recall@1 = 1/2 for it, 1 for 머신러닝
     assert got["synonym_recall@1"] == pytest.approx(0.75)
     assert got["synonym_recall@10"] == 1.0
     assert got["synonym_mrr"] == 1.0
     none = term_metrics(ExpandingModel({}), PAIRS, top_n=50)
-    assert none["en_activation"] == 0.0 and none["ko_preservation"] == 1.0
+    assert none["en_activation"] == 0.0 and none["ko_preservation"] == 1.0 and none["dead_en_targets"] == 1.0
 
 
 def test_load_term_pairs_errors(tmp_path):
@@ -154,3 +162,9 @@ def test_run_eval_query_top_k(tmp_path, tiny_model_dir):
     assert got["avg_query_terms"] == pytest.approx(2.0)
     for key in ("ndcg@10", "mrr@10", "recall@1"):
         assert got[key] == pytest.approx(expected[key])
+
+
+def test_run_eval_accepts_run_train_flag_spelling():
+    args = run_eval.parse_args(["--baseline", "bm25", "--benchmark", "beir:a_b", "--max_queries", "3",
+                                "--max_seq_length=64"])
+    assert (args.max_queries, args.max_seq_length, args.benchmark) == (3, 64, ["beir:a_b"])

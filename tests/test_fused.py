@@ -134,3 +134,31 @@ def test_other_heads_fall_back_to_full_logits(tiny_model_dir):
         traced = torch.jit.trace(Pool(mlm), (ids, mask), check_trace=False)
         assert "PythonOp" not in str(traced.graph)
         torch.testing.assert_close(traced(ids, mask), mlm_splade_pool(mlm, ids, mask))
+
+
+def test_logit_space_term_loss_fused_equals_plain_and_reaches_inactive_targets(tiny_model_dir):
+    from training.losses import target_logit_activation
+
+    encoder = SparseEncoder.from_pretrained(tiny_model_dir, allowed_scripts=["hangul", "latin"]).double().eval()
+    batch = encoder.tokenize(["머신러닝", "추천 시스템", "검색 엔진"])
+    targets = encoder.token_bag(*encoder.tokenize(["machine learning", "recommender system", "search engine"])
+                                .values())
+    with torch.no_grad():
+        logits = encoder.max_logits(batch["input_ids"], batch["attention_mask"])
+    assert ((logits <= 0) & (targets > 0)).any()  # some targets start inactive
+
+    def grads(fused):
+        encoder.fused_pooling = fused
+        encoder.zero_grad()
+        out = encoder.max_logits(batch["input_ids"], batch["attention_mask"])
+        target_logit_activation(out, targets, 1.0).backward()
+        return out.detach(), {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None}
+
+    fused_out, fused_grads = grads(True)
+    plain_out, plain_grads = grads(False)
+    torch.testing.assert_close(fused_out, plain_out, atol=1e-8, rtol=1e-8)
+    assert fused_grads.keys() == plain_grads.keys() and len(fused_grads) > 0
+    for name in plain_grads:
+        torch.testing.assert_close(fused_grads[name], plain_grads[name], atol=1e-8, rtol=1e-8, msg=name)
+    inactive = ((logits <= 0) & (targets > 0)).any(0)
+    assert (fused_grads["mlm.cls.predictions.bias"][inactive] != 0).all()  # the bias of dead targets moves

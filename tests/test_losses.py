@@ -151,7 +151,26 @@ def test_sparse_loss_term_pairs_in_logit_and_weight_space():
     weight = L.SparseLoss(L.LossWeights(**w, term_loss_space="weight"))("term_pairs", {"ko": ko, "en": en}, batch)
     assert weight["preservation"].item() == pytest.approx(1.0)
     assert weight["en_activation"].item() == pytest.approx(((1 - math.log1p(0.5)) + (1 - math.log1p(0.3))) / 2)
-    assert L.SparseLoss(L.LossWeights(**w)).needs_logits and not L.SparseLoss(L.LossWeights(**w, term_loss_space="weight")).needs_logits
+    assert L.SparseLoss(L.LossWeights(**w)).logit_groups("term_pairs") == ("ko",)
+    assert L.SparseLoss(L.LossWeights(**w, term_loss_space="weight")).logit_groups("term_pairs") == ()
+
+
+def test_lexical_prior_keeps_own_tokens_of_queries_and_documents():
+    q_logits = torch.tensor([[2.0, -1.0, 0.0]])
+    d_logits = torch.tensor([[0.5, 3.0, -2.0], [1.0, 1.0, 1.0]])
+    reps = {"query": torch.log1p(torch.relu(q_logits)), "doc": torch.log1p(torch.relu(d_logits)),
+            "query_logits": q_logits, "doc_logits": d_logits}
+    batch = {"doc_mask": torch.tensor([[True, True]]), "query_bag": torch.tensor([[1.0, 1.0, 0.0]]),
+             "doc_bag": torch.tensor([[0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])}
+    weights = L.LossWeights(lexical_weight=0.5, preservation_target=1.0, flops_query_weight=0, flops_doc_weight=0)
+    loss = L.SparseLoss(weights)
+    assert loss.logit_groups("triplets") == ("query", "doc") and loss.bag_groups("triplets") == ("query", "doc")
+    parts = loss("triplets", reps, batch)
+    e1 = math.e - 1  # logit of weight 1
+    assert parts["lexical_query"].item() == pytest.approx((0 + (e1 + 1)) / 2)
+    assert parts["lexical_doc"].item() == pytest.approx((0 + (e1 + 2)) / 2)  # the empty second bag adds nothing
+    assert parts["loss"].item() == pytest.approx((parts["info_nce"] + 0.5 * (parts["lexical_query"] + parts["lexical_doc"])).item())
+    assert L.SparseLoss(weights, regularise_queries=False).logit_groups("triplets") == ("doc",)
 
 
 def test_doc_only_loss_skips_query_regularisers():

@@ -41,6 +41,11 @@ def run(cmd, timeout=600):
     return proc
 
 
+def _load_weights(result, rank=0) -> dict:
+    """The final weights train_worker.py saved for a rank (tensors only: loaded without unpickling code)."""
+    return torch.load(result / f"rank{rank}.pt", weights_only=True)
+
+
 def worker(result, args, kill_at=None, nproc=1):
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)] if nproc > 1 \
         else [sys.executable]
@@ -98,7 +103,7 @@ def test_kill_and_resume_continues_from_checkpoint(setup, tmp_path):
     for l in logs:
         if "loss" in l:
             assert l["loss"] == pytest.approx(full_logs[l["step"]], rel=1e-5)
-    a, b = torch.load(tmp_path / "full" / "rank0.pt"), torch.load(tmp_path / "resumed" / "rank0.pt")
+    a, b = _load_weights(tmp_path / "full"), _load_weights(tmp_path / "resumed")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
 
 
@@ -111,9 +116,9 @@ def test_torchrun_two_ranks_match_one_process_over_the_same_global_batch(setup, 
     ddp = worker(tmp_path / "ddp", [*common, "--output_dir", str(tmp_path / "d"), "--per_device_train_batch_size", "2"],
                  nproc=2)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    r0, r1 = torch.load(tmp_path / "ddp" / "rank0.pt"), torch.load(tmp_path / "ddp" / "rank1.pt")
+    r0, r1 = _load_weights(tmp_path / "ddp"), _load_weights(tmp_path / "ddp", rank=1)
     assert all(torch.equal(r0[k], r1[k]) for k in r0), "ranks diverged"
-    one = torch.load(tmp_path / "single" / "rank0.pt")
+    one = _load_weights(tmp_path / "single")
     init = SparseEncoder.from_pretrained(args[1]).state_dict()
     assert max((one[k] - init[k]).abs().max().item() for k in one) > 1e-4  # training moved the weights
     assert max((one[k] - r0[k]).abs().max().item() for k in one) < 1e-5

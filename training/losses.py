@@ -142,6 +142,10 @@ class LossWeights:
     triplet_margin_weight: float = 0.0
     triplet_margin: float = 0.2
     preservation_weight: float = 0.0
+    preservation_target: float = 1.0
+    # Ranking batches: every query's and document's own tokens keep at least preservation_target (a lexical
+    # prior, so exact matches survive expansion).
+    lexical_weight: float = 0.0
     activation_weight: float = 0.0
     activation_target: float = 1.0
     # Where preservation / activation / translation margin act: "logit" (max logits, reaches inactive targets)
@@ -160,6 +164,18 @@ class LossWeights:
             raise ValueError(f"distillation_loss must be kl, margin_mse or none, got {self.distillation_loss!r}")
         if self.term_loss_space not in TERM_LOSS_SPACES:
             raise ValueError(f"term_loss_space must be one of {TERM_LOSS_SPACES}, got {self.term_loss_space!r}")
+        import math
+        from dataclasses import fields
+
+        for f in fields(self):  # numbers: weights, margins, steps >= 0; temperatures and targets > 0
+            if isinstance(f.default, bool) or not isinstance(f.default, (int, float)):
+                continue
+            value = getattr(self, f.name)
+            strict = f.name.endswith(("_temperature", "_target"))
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not number or value < 0 or (strict and value == 0):
+                raise ValueError(f"{f.name} must be {'a finite number ' if not number else ''}{'> 0' if strict else '>= 0'}, "
+                                 f"got {value!r}")
 
 
 def flops_warmup_scale(step: int, warmup_steps: int) -> float:
@@ -189,12 +205,23 @@ class SparseLoss:
         self.regularise_queries = regularise_queries
         self.regularizer_scale = flops_warmup_scale(0, weights.flops_warmup_steps)
 
-    @property
-    def needs_logits(self) -> bool:
-        """Whether term-pair batches need the Korean side's max logits."""
+    def logit_groups(self, task: str) -> tuple[str, ...]:
+        """Feature groups whose max logits the task's losses read (`{group}_logits` in reps)."""
         w = self.w
-        return w.term_loss_space == "logit" and bool(w.preservation_weight or w.activation_weight
-                                                     or w.translation_margin_weight)
+        if w.term_loss_space != "logit":
+            return ()
+        if task == "term_pairs":
+            return ("ko",) if w.preservation_weight or w.activation_weight or w.translation_margin_weight else ()
+        return self._lexical_groups()
+
+    def bag_groups(self, task: str) -> tuple[str, ...]:
+        """Feature groups whose token bags the task's losses read (`{group}_bag` in batch)."""
+        return ("ko", "en") if task == "term_pairs" else self._lexical_groups()
+
+    def _lexical_groups(self) -> tuple[str, ...]:
+        if not self.w.lexical_weight:
+            return ()
+        return ("query", "doc") if self.regularise_queries else ("doc",)
 
     def _to(self, t: Optional[torch.Tensor], device):
         return None if t is None else t.to(device)
@@ -225,7 +252,7 @@ class SparseLoss:
         activation = target_logit_activation if in_logits else target_activation
         scores = reps["ko_logits"] if in_logits else ko
         if w.preservation_weight:
-            parts["preservation"] = activation(scores, own, w.activation_target)
+            parts["preservation"] = activation(scores, own, w.preservation_target)
             terms.append(w.preservation_weight * parts["preservation"])
         if w.activation_weight:
             parts["en_activation"] = activation(scores, en_targets, w.activation_target)
@@ -264,6 +291,11 @@ class SparseLoss:
                     name, value = "margin_mse", margin_mse(scores, teacher, doc_mask)
                 parts[name] = value
                 terms.append(w.distillation_weight * value)
+            for group in self._lexical_groups():
+                scores = reps[f"{group}_logits"] if w.term_loss_space == "logit" else reps[group]
+                activation = target_logit_activation if w.term_loss_space == "logit" else target_activation
+                parts[f"lexical_{group}"] = activation(scores, batch[f"{group}_bag"], w.preservation_target)
+                terms.append(w.lexical_weight * parts[f"lexical_{group}"])
             self._regularisers("query", query, parts, terms)
             self._regularisers("doc", docs[doc_mask.reshape(-1)], parts, terms)
         elif task == "term_pairs":

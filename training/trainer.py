@@ -7,6 +7,7 @@ import os
 from collections import defaultdict
 from typing import Callable, Optional
 
+import safetensors.torch
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, SequentialSampler
@@ -16,7 +17,7 @@ from .data import BatchSchedule
 from .encoder import IDF_NAME, SparseEncoder, load_idf
 from .losses import SparseLoss, flops_warmup_scale
 
-LORA_STATE_NAME = "lora_state.pt"
+LORA_STATE_NAME = "lora_state.safetensors"
 
 
 FEATURE_SUFFIXES = ("_input_ids", "_attention_mask")
@@ -108,14 +109,12 @@ class SparseTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         task = inputs.pop("task")
         features = {k: v for k, v in inputs.items() if k.endswith(FEATURE_SUFFIXES)}
-        logits_for = ("ko",) if task == "term_pairs" and self.loss.needs_logits else ()
-        reps = model(**features, logits_for=logits_for)
+        reps = model(**features, logits_for=self.loss.logit_groups(task))
         batch = {k: v for k, v in inputs.items() if torch.is_tensor(v) and k not in features}
-        if task == "term_pairs":  # targets as [examples, vocab] bags: equal shapes on every rank
-            encoder = self.accelerator.unwrap_model(model)
-            for group in ("ko", "en"):
-                batch[f"{group}_bag"] = encoder.token_bag(features[f"{group}_input_ids"],
-                                                          features[f"{group}_attention_mask"])
+        encoder = self.accelerator.unwrap_model(model)
+        for group in self.loss.bag_groups(task):  # targets as [rows, vocab] bags: equal shapes on every rank
+            batch[f"{group}_bag"] = encoder.token_bag(features[f"{group}_input_ids"],
+                                                      features[f"{group}_attention_mask"])
         # Every rank computes the loss of the global batch: identical to one process with the whole batch.
         reps, batch = gather_global_batch(reps, batch, self.args.per_device_train_batch_size)
         parts = self.loss(task, reps, batch)
@@ -175,15 +174,16 @@ class SparseTrainer(Trainer):
             return
         model = self.accelerator.unwrap_model(self.model)
         model.save_pretrained(output_dir)
-        if hasattr(model.mlm, "merge_and_unload"):  # LoRA: keep adapter state to resume exactly
-            torch.save(model.state_dict(), os.path.join(output_dir, LORA_STATE_NAME))
+        if hasattr(model.mlm, "merge_and_unload"):
+            # LoRA: the adapter state too, to resume exactly; safetensors holds tensors only (nothing to unpickle)
+            safetensors.torch.save_model(model, os.path.join(output_dir, LORA_STATE_NAME))
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = self.accelerator.unwrap_model(model if model is not None else self.model)
         lora_state = os.path.join(resume_from_checkpoint, LORA_STATE_NAME)
         if os.path.isfile(lora_state):
-            model.load_state_dict(torch.load(lora_state, map_location="cpu"))
+            safetensors.torch.load_model(model, lora_state, device=str(model.device))
             return
         saved = AutoModelForMaskedLM.from_pretrained(resume_from_checkpoint)
         model.mlm.load_state_dict(saved.state_dict())

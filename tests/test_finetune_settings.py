@@ -1,0 +1,52 @@
+"""Fine-tuning a saved sparse model keeps its sparse settings (mode, allowed scripts, lengths) unless the config
+sets them."""
+import json
+
+import pytest
+
+import run_train
+from tests.tiny import SENTENCES
+from training import SparseEncoder
+
+KO = SENTENCES[0::2]
+SAVED = {"mode": "doc_only", "allowed_scripts": ["hangul"], "max_seq_length": 40, "max_query_length": 12}
+
+
+@pytest.fixture(scope="module")
+def saved_model(tiny_model_dir, tmp_path_factory):
+    """A doc-only, Hangul-only model with its own lengths, saved as a training run would save it."""
+    out = tmp_path_factory.mktemp("saved") / "doc_only"
+    SparseEncoder.from_pretrained(tiny_model_dir, **SAVED).save_pretrained(out)
+    data = out.parent / "triplets.jsonl"
+    data.write_text("".join(json.dumps({"query": k[:6], "positive": k}, ensure_ascii=False) + "\n" for k in KO),
+                    encoding="utf-8")
+    return out, data
+
+
+def _finetune(saved_model, tmp_path, *extra):
+    model_dir, data = saved_model
+    out = tmp_path / "out"
+    config = tmp_path / "finetune.yaml"
+    config.write_text(f"model_name_or_path: {model_dir}\ntrain_file: {data}\noutput_dir: {out}\nreport_to: none\n"
+                      "max_steps: 2\nper_device_train_batch_size: 2\nsave_strategy: 'no'\nlearning_rate: 0.001\n",
+                      encoding="utf-8")
+    trainer, _ = run_train.build_trainer([str(config), *extra])
+    run_train.train(trainer)
+    return trainer, SparseEncoder.from_pretrained(out)
+
+
+def test_saved_settings_survive_a_config_that_omits_them(saved_model, tmp_path):
+    trainer, tuned = _finetune(saved_model, tmp_path)
+    for key, value in SAVED.items():
+        assert getattr(tuned.config, key) == value, key
+    assert tuned.idf is not None  # still doc-only: IDF query side saved next to the model
+    collator = trainer.data_collator
+    assert (collator.max_seq_length, collator.max_query_length) == (40, 12)  # the collator used the saved lengths
+
+
+def test_a_setting_the_config_gives_overrides_the_saved_one(saved_model, tmp_path):
+    _, tuned = _finetune(saved_model, tmp_path, "--mode", "splade", "--allowed_scripts", "hangul", "latin",
+                         "--max_seq_length", "48")
+    assert tuned.config.mode == "splade" and tuned.idf is None
+    assert tuned.config.allowed_scripts == ["hangul", "latin"]
+    assert (tuned.config.max_seq_length, tuned.config.max_query_length) == (48, 12)  # only the given key changed
