@@ -8,8 +8,8 @@ are scored exactly from a forward index.
 
 Component ids are 16-bit in the library. The index therefore numbers the ids that occur in the corpus densely
 (0 .. n-1, in id order) and translates queries the same way: any vocabulary works as long as at most 65,536 distinct
-ids occur in the documents (a full 250k-piece XLM-R vocabulary usually does: a Korean corpus uses a few tens of
-thousands of pieces). Query terms no document has are dropped (they add 0 to every score). More distinct ids than
+ids occur in the documents (the full 250k-piece XLM-R vocabulary can: the quickstart model activates 13,585 ids
+over the 5,006 MS MARCO-ko passages). Query terms no document has are dropped (they add 0 to every score). More distinct ids than
 that is a ValueError naming the count."""
 from __future__ import annotations
 
