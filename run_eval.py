@@ -4,7 +4,7 @@
                      [--hybrid [--hybrid-weights W_BM25 W_MODEL]] [--output DIR] [--term-pairs PATH]
                      [--context-discrimination [handwritten korquad | PAIRS.jsonl ...]] [--data-dir DIR]
 
-Prints a table (nDCG@10, MRR@10, Recall@10/100, active terms, FLOPS, query latency) and writes
+Prints a table (nDCG@10, MRR@10, Recall@10/100, active terms, FLOPS, query encoding and index search ms) and writes
 <output>/results.json (benchmark -> system -> metric -> value), report.md and PNG plots. Corpus encodings are
 cached under <output>/cache, so re-running a model on a benchmark only encodes the queries' cache misses.
 
@@ -17,7 +17,10 @@ import argparse
 import logging
 import os
 import sys
+from dataclasses import asdict, fields
 from pathlib import Path
+
+from eval.seismic_index import SeismicOptions
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -60,8 +63,12 @@ def parse_args(argv=None):
     p.add_argument("--prune-ratio", type=float, default=0.0)
     p.add_argument("--two-phase-ratio", type=float, default=0.0,
                    help="search as OpenSearch's neural_sparse_two_phase_processor with this prune ratio (e.g. 0.4)")
-    p.add_argument("--n-postings", type=int, default=None,
-                   help="keep each term's N highest-weighted documents, as an OpenSearch sparse_vector (SEISMIC) field")
+    p.add_argument("--index", default="exact", choices=["exact", "seismic"],
+                   help="exact: SparseIndex (the only one with --opensearch rounding and two-phase search); "
+                        "seismic: approximate SEISMIC index (pyseismic-lsr; OpenSearch 3.3's sparse_vector ANN)")
+    for f in fields(SeismicOptions):
+        p.add_argument(f"--seismic-{f.name.replace('_', '-')}", dest=f"seismic_{f.name}", type=type(f.default),
+                       default=f.default, help=f"SEISMIC {f.name} (default {f.default}; with --index seismic)")
     p.add_argument("--term-pairs", help="term pairs (JSONL, parquet, or a `builders` export folder) for term metrics")
     p.add_argument("--context-discrimination", nargs="*", metavar="SET",
                    help="context-discrimination rate of each --model (eval/context.py): sets handwritten, korquad "
@@ -94,10 +101,19 @@ def parse_args(argv=None):
             args.baseline = ["bm25", *args.baseline]
     if args.query_top_k is not None and args.query_top_k < 1:
         p.error(f"--query-top-k must be >= 1, got {args.query_top_k}")
-    if args.n_postings is not None and args.n_postings < 1:
-        p.error(f"--n-postings must be >= 1, got {args.n_postings}")
     if not 0 <= args.two_phase_ratio < 1:
         p.error(f"--two-phase-ratio must be in [0, 1), got {args.two_phase_ratio}")
+    args.seismic = None
+    if args.index == "seismic":
+        clashing = [flag for flag, on in (("--opensearch", args.opensearch),
+                                           ("--two-phase-ratio", args.two_phase_ratio)) if on]
+        if clashing:
+            p.error(f"{', '.join(clashing)}: exact-index option(s); drop them or use --index exact")
+        try:
+            args.seismic = SeismicOptions(**{f.name: getattr(args, f"seismic_{f.name}") for f in fields(SeismicOptions)})
+        except ValueError as e:  # "seismic NAME must ...": name the flag
+            name = str(e).split()[1]
+            p.error(f"--seismic-{name.replace('_', '-')}{str(e)[len('seismic ' + name):]}")
     weights = args.hybrid_weights
     if not all(0 <= w <= 1 for w in weights) or abs(sum(weights) - 1) > 0.01:  # OpenSearch's ScoreCombinationUtil
         p.error(f"--hybrid-weights must each be in [0, 1] and sum to 1 (as OpenSearch requires), got {weights}")
@@ -124,13 +140,13 @@ def main(argv=None) -> int:
         from training.st_layout import LayoutError
 
         overrides = {"max_seq_length": args.max_seq_length} if args.max_seq_length else {}
-        try:
-            models = [(Path(m).resolve().name, Path(m), SparseEncoder.from_pretrained(m, **overrides))
+        try:  # eval mode once: encode() then skips switching every submodule per call (query latency)
+            models = [(Path(m).resolve().name, Path(m), SparseEncoder.from_pretrained(m, **overrides).eval())
                       for m in args.model]
             if args.doc_only_idf:
                 models += [(f"{Path(m).resolve().name}-idf-queries", Path(m),
                             SparseEncoder.from_pretrained(m, mode="doc_only", idf_file=args.doc_only_idf,
-                                                          **overrides))
+                                                          **overrides).eval())
                            for m in args.model]
         except LayoutError as e:
             sys.exit(f"model error: {e}")
@@ -142,7 +158,7 @@ def main(argv=None) -> int:
                         for spec in args.context_discrimination}
     results, activations = {}, {}
     index_options = dict(opensearch=args.opensearch, prune_type=args.prune_type, prune_ratio=args.prune_ratio,
-                         two_phase_ratio=args.two_phase_ratio, n_postings=args.n_postings)
+                         two_phase_ratio=args.two_phase_ratio, seismic=args.seismic)
     hybrid_depth = max(*args.k, HYBRID_MIN_DEPTH) if args.hybrid else 0
     for bench in benchmarks:
         results[bench.name], activations[bench.name], runs = {}, {}, {}
@@ -181,7 +197,8 @@ def main(argv=None) -> int:
                                   for k, v in context_discrimination(model, pairs, batch_size=args.batch_size).items()}
                            for name, _, model in models[:len(args.model)]}
     settings = {"split": args.split, "k": args.k, "max_queries": args.max_queries,
-                "max_seq_length": args.max_seq_length, "query_top_k": args.query_top_k, **index_options}
+                "max_seq_length": args.max_seq_length, "query_top_k": args.query_top_k, **index_options,
+                "index": args.index, "seismic": asdict(args.seismic) if args.seismic else None}
     if args.hybrid:
         settings.update(hybrid_weights=args.hybrid_weights, hybrid_depth=hybrid_depth)
     paths = write_results(results, output, activations, settings, term_results, context_results)

@@ -29,20 +29,16 @@ class SparseIndex:
     `two_phase_ratio > 0` searches as OpenSearch's `neural_sparse_two_phase_processor` does: the query terms
     weighing at least ratio x its largest weight find the top k x `expansion_rate` documents (at most
     `max_window_size`), and only those are rescored with the whole query. Approximate, and much faster for the long
-    expanded queries of learned sparse models.
-
-    `n_postings` keeps each term's posting list to its n highest-weighted documents (ties: lower index), as
-    OpenSearch's `sparse_vector` field (SEISMIC) does at index time: a bounded walk per query term, approximate scores."""
+    expanded queries of learned sparse models. For approximate search with bounded posting lists (OpenSearch's
+    `sparse_vector` field), see eval.seismic_index."""
 
     def __init__(self, documents: sp.spmatrix, opensearch: bool = False, prune_type: str = "none",
                  prune_ratio: float = 0.0, two_phase_ratio: float = 0.0, expansion_rate: float = 5.0,
-                 max_window_size: int = 10_000, n_postings: Optional[int] = None):
+                 max_window_size: int = 10_000):
         if not 0.0 <= two_phase_ratio < 1.0:
             raise ValueError(f"two_phase_ratio must be in [0, 1), got {two_phase_ratio}")
         if expansion_rate < 1.0 or max_window_size < 1:
             raise ValueError("expansion_rate must be >= 1 and max_window_size >= 1")
-        if n_postings is not None and n_postings < 1:
-            raise ValueError(f"n_postings must be >= 1, got {n_postings}")
         self.two_phase = (two_phase_ratio, expansion_rate, max_window_size)
         docs = prune(sp.csr_matrix(documents, dtype=np.float32), prune_type, prune_ratio)
         if opensearch:
@@ -50,10 +46,7 @@ class SparseIndex:
             docs.eliminate_zeros()
         self.opensearch = opensearch
         self.documents = docs
-        postings = docs.T.tocsr()
-        if n_postings is not None:
-            postings = prune(postings, "top_k", n_postings)
-        self._docs_t = postings.astype(np.float64 if opensearch else np.float32)
+        self._docs_t = docs.T.tocsr().astype(np.float64 if opensearch else np.float32, copy=False)
 
     @property
     def num_docs(self) -> int:

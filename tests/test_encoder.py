@@ -151,3 +151,16 @@ def test_sequence_length_is_capped_at_the_model_positions(tiny_model_dir):
     assert model.config.max_seq_length == 128
     emb = model.encode(["서울 " * 400])  # longer than 128 positions: truncated, not a crash
     assert emb.matrix.shape[0] == 1
+
+
+def test_encode_in_training_mode_runs_in_eval_mode_and_restores_it(tiny_model_dir):
+    """encode() switches modes only when the model is training (dropout off while encoding), then switches back."""
+    model = SparseEncoder.from_pretrained(tiny_model_dir, max_seq_length=64).eval()
+    expected = model.encode(TEXTS).matrix.toarray()
+    model.train()
+    torch.manual_seed(1)
+    np.testing.assert_allclose(model.encode(TEXTS).matrix.toarray(), expected, rtol=1e-6)
+    assert model.training and model.mlm.training
+    model.eval()
+    model.encode(TEXTS)
+    assert not model.training and not model.mlm.training

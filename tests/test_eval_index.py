@@ -118,24 +118,3 @@ def test_index_applies_pruning_before_rounding():
     index = SparseIndex(docs, opensearch=True, prune_type="top_k", prune_ratio=2)
     assert index.documents.indices.tolist() == [1, 2]
     assert index.documents.data.tolist() == [_java_feature_field(0.5), 1.0]
-
-
-def test_n_postings_keeps_each_terms_top_documents():
-    """n_postings=5: scores come from each term's 5 highest-weighted documents only (kept here column by column)."""
-    rng = np.random.default_rng(3)
-    docs = _random_sparse(rng, 200, 60, 0.1)
-    queries = _random_sparse(rng, 20, 60, 0.2)
-    kept = docs.toarray().astype(np.float64)
-    for term in range(kept.shape[1]):
-        order = np.lexsort((np.arange(kept.shape[0]), -kept[:, term]))  # weight descending, then lower index
-        kept[order[5:], term] = 0.0
-    assert ((kept > 0).sum(axis=0) <= 5).all() and (kept > 0).sum() < docs.nnz
-    index = SparseIndex(docs, n_postings=5)
-    brute = queries.toarray().astype(np.float64) @ kept.T
-    for i in range(queries.shape[0]):
-        for got in (index.search(queries[i], k=4), index.search(queries[i:i + 2], k=4)):  # posting path, batch path
-            expected = np.lexsort((np.arange(brute.shape[1]), -brute[i]))[:4]
-            np.testing.assert_array_equal(got[0][0], expected)
-            np.testing.assert_allclose(got[1][0], brute[i, expected], rtol=1e-6)
-    with pytest.raises(ValueError, match="n_postings"):
-        SparseIndex(docs, n_postings=0)

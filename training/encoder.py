@@ -217,7 +217,8 @@ class SparseEncoder(nn.Module):
         top_k = self.config.top_k if top_k is None else top_k
         threshold = self.config.threshold if threshold is None else threshold
         was_training = self.training
-        self.eval()
+        if was_training:  # eval() / train() walk every submodule: a few ms per call, skipped in eval mode
+            self.eval()
         order = np.argsort([-len(t) for t in texts], kind="stable")
         rows = []
         for start in tqdm(range(0, len(texts), batch_size), disable=not show_progress_bar,
@@ -227,7 +228,8 @@ class SparseEncoder(nn.Module):
             encode = self.encode_queries if is_query else self.encode_documents
             weights = prune(encode(batch["input_ids"], batch["attention_mask"]).float(), top_k, threshold)
             rows.append(sp.csr_matrix(weights.cpu().numpy()))
-        self.train(was_training)
+        if was_training:
+            self.train()
         matrix = sp.vstack(rows, format="csr") if rows else sp.csr_matrix((0, self.vocab_size), dtype=np.float32)
         matrix = matrix[np.argsort(order)].astype(np.float32)
         matrix.eliminate_zeros()
