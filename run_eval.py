@@ -21,19 +21,13 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from eval.seismic_index import SeismicOptions
+from training.arguments import flag_spelling
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 BASELINES = {"bm25": "mecab", "bm25-bigram": "bigram"}
 # OpenSearch's documentation finds hybrid quality best with sub-queries returning 100-200 hits.
 HYBRID_MIN_DEPTH = 100
-
-
-def _dashed(arg: str) -> str:
-    if not arg.startswith("--"):
-        return arg
-    key, eq, value = arg.partition("=")
-    return key.replace("_", "-") + eq + value
 
 
 def parse_args(argv=None):
@@ -84,7 +78,7 @@ def parse_args(argv=None):
     p.add_argument("--cache-dir", help="cached encodings (default: <output>/cache)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write cached corpus encodings")
     # One flag style across the CLIs: run_train.py's `--max_seq_length` spelling is accepted here too.
-    argv = [_dashed(a) for a in (sys.argv[1:] if argv is None else argv)]
+    argv = [flag_spelling(a, "-") for a in (sys.argv[1:] if argv is None else argv)]
     args = p.parse_args(argv)
     if not args.model and not args.baseline:
         p.error("give --model DIR and/or --baseline bm25")

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from training.vocab import is_valid_feature_name  # noqa: F401  (re-exported: the deploy-side name check)
-
 # The ingest pipeline's pruning, shared with eval so locally indexed vectors match ingested ones.
 from training.pruning import PRUNE_TYPES, prune_dict as prune_features, prune_matrix, validate_prune  # noqa: F401
 

@@ -10,8 +10,7 @@ import torch
 from deploy.hub import model_card
 from deploy.ml_commons import SparseEncodingModule, trace_torchscript
 from deploy.onnx_export import export_onnx, run_onnx
-from tests.test_distributed import real_setup  # noqa: F401  (fixture: real text for the two-rank run)
-from tests.test_training_run import worker
+from tests.test_distributed import real_setup, train_one_process_and_two_ranks  # noqa: F401  (real_setup: fixture)
 from training import SparseEncoder
 from training.context_gate import GATE_FILE, require_ungated
 from training.st_layout import write_layout
@@ -180,13 +179,7 @@ def test_two_ranks_with_the_gate_match_one_process(real_setup, tmp_path):
     one process over the same global batch."""
     root, args = real_setup
     args = [*args, "--context_gate", "true", "--context_gate_hidden", "16"]
-    single = worker(tmp_path / "single", [*args, "--output_dir", str(tmp_path / "s"), "--per_device_train_batch_size", "4"])
-    assert single.returncode == 0, single.stderr[-3000:]
-    ddp = worker(tmp_path / "ddp", [*args, "--output_dir", str(tmp_path / "d"), "--per_device_train_batch_size", "2"],
-                 nproc=2)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    load = lambda d, r: torch.load(tmp_path / d / f"rank{r}.pt", weights_only=True)  # noqa: E731
-    r0, r1, one = load("ddp", 0), load("ddp", 1), load("single", 0)
+    one, r0, r1 = train_one_process_and_two_ranks(args, tmp_path)
     assert any(k.startswith("context_gate.") for k in one) and one["context_gate.out.weight"].abs().sum() > 0
     assert all(torch.equal(r0[k], r1[k]) for k in r0), "ranks diverged"
     assert max((one[k] - r0[k]).abs().max().item() for k in one) < 1e-5

@@ -50,16 +50,21 @@ def real_setup(tmp_path_factory, shared_data):
     return root, args
 
 
-@pytest.mark.slow
-def test_two_ranks_on_real_text_match_one_process(real_setup, tmp_path):
-    root, args = real_setup
+def train_one_process_and_two_ranks(args, tmp_path):
+    """The same global batch of 4 as one process and as 2 gloo ranks of 2: (one, rank0, rank1) final weights."""
     single = worker(tmp_path / "single", [*args, "--output_dir", str(tmp_path / "s"), "--per_device_train_batch_size", "4"])
     assert single.returncode == 0, single.stderr[-3000:]
     ddp = worker(tmp_path / "ddp", [*args, "--output_dir", str(tmp_path / "d"), "--per_device_train_batch_size", "2"],
                  nproc=2)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     load = lambda d, r: torch.load(tmp_path / d / f"rank{r}.pt", weights_only=True)  # noqa: E731
-    r0, r1, one = load("ddp", 0), load("ddp", 1), load("single", 0)
+    return load("single", 0), load("ddp", 0), load("ddp", 1)
+
+
+@pytest.mark.slow
+def test_two_ranks_on_real_text_match_one_process(real_setup, tmp_path):
+    root, args = real_setup
+    one, r0, r1 = train_one_process_and_two_ranks(args, tmp_path)
     assert all(torch.equal(r0[k], r1[k]) for k in r0), "ranks diverged"
     assert max((one[k] - r0[k]).abs().max().item() for k in one) < 1e-5
     logs = {d: [l for l in json.load(open(tmp_path / d / "log0.json")) if "loss" in l] for d in ("single", "ddp")}

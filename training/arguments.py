@@ -122,7 +122,7 @@ def parse_config(argv: Optional[list[str]] = None, defaults: Optional[dict] = No
 
     `resolved` is the flat dict of every setting the config or the command line gave, written next to the outputs."""
     # One flag style across the CLIs: run_eval.py's `--max-seq-length` spelling is accepted here too.
-    argv = [_underscored(a) for a in (sys.argv[1:] if argv is None else argv)]
+    argv = [flag_spelling(a, "_") for a in (sys.argv[1:] if argv is None else argv)]
     values = dict(defaults or {})
     known = _known_keys()
     parser = HfArgumentParser(ARGUMENT_CLASSES, exit_on_error=False)
@@ -160,11 +160,13 @@ def parse_config(argv: Optional[list[str]] = None, defaults: Optional[dict] = No
     return model_args, data_args, loss_args, training_args, resolved
 
 
-def _underscored(arg: str) -> str:
+def flag_spelling(arg: str, separator: str) -> str:
+    """`--max-seq-length` / `--max_seq_length` (also `--key=value`) with its words joined by `separator`; values
+    and other arguments unchanged. Both CLIs accept both spellings."""
     if not arg.startswith("--"):
         return arg
     key, eq, value = arg.partition("=")
-    return "--" + key[2:].replace("-", "_") + eq + value
+    return "--" + key[2:].replace("-", separator).replace("_", separator) + eq + value
 
 
 def _load_yaml(path: Path, known: dict, list_keys: set) -> dict:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Optional
 
 import torch
@@ -164,9 +164,6 @@ class LossWeights:
             raise ValueError(f"distillation_loss must be kl, margin_mse or none, got {self.distillation_loss!r}")
         if self.term_loss_space not in TERM_LOSS_SPACES:
             raise ValueError(f"term_loss_space must be one of {TERM_LOSS_SPACES}, got {self.term_loss_space!r}")
-        import math
-        from dataclasses import fields
-
         for f in fields(self):  # numbers: weights, margins, steps >= 0; temperatures and targets > 0
             if isinstance(f.default, bool) or not isinstance(f.default, (int, float)):
                 continue
@@ -245,12 +242,16 @@ class SparseLoss:
             parts[f"stopword_{group}"] = masked_mass(reps, self._to(self.stopword_mask, reps.device))
             terms.append(w.stopword_weight * parts[f"stopword_{group}"])
 
+    def _activation(self, reps: dict, group: str):
+        """(target-activation loss, what it reads) for `group` in the configured term_loss_space."""
+        if self.w.term_loss_space == "logit":
+            return target_logit_activation, reps[f"{group}_logits"]
+        return target_activation, reps[group]
+
     def _term_losses(self, reps: dict, batch: dict, parts: dict, terms: list):
         w = self.w
         ko, en, own, en_targets = reps["ko"], reps["en"], batch["ko_bag"], batch["en_bag"]
-        in_logits = w.term_loss_space == "logit"
-        activation = target_logit_activation if in_logits else target_activation
-        scores = reps["ko_logits"] if in_logits else ko
+        activation, scores = self._activation(reps, "ko")
         if w.preservation_weight:
             parts["preservation"] = activation(scores, own, w.preservation_target)
             terms.append(w.preservation_weight * parts["preservation"])
@@ -292,9 +293,8 @@ class SparseLoss:
                 parts[name] = value
                 terms.append(w.distillation_weight * value)
             for group in self._lexical_groups():
-                scores = reps[f"{group}_logits"] if w.term_loss_space == "logit" else reps[group]
-                activation = target_logit_activation if w.term_loss_space == "logit" else target_activation
-                parts[f"lexical_{group}"] = activation(scores, batch[f"{group}_bag"], w.preservation_target)
+                activation, own_scores = self._activation(reps, group)
+                parts[f"lexical_{group}"] = activation(own_scores, batch[f"{group}_bag"], w.preservation_target)
                 terms.append(w.lexical_weight * parts[f"lexical_{group}"])
             self._regularisers("query", query, parts, terms)
             self._regularisers("doc", docs[doc_mask.reshape(-1)], parts, terms)

@@ -54,8 +54,9 @@ def gather_global_batch(reps: dict, batch: dict, rows_per_rank: int) -> tuple[di
     flat_reps = torch.cat([reps[k].reshape(examples, -1) for k in rep_keys], dim=1)
     flat_meta = torch.cat([torch.ones(examples, 1, device=flat_reps.device)]
                           + [batch[k].reshape(examples, -1).to(torch.float32) for k in meta_keys], dim=1)
-    meta_parts = [torch.empty_like(_pad_rows(flat_meta, rows_per_rank)) for _ in range(world)]
-    dist.all_gather(meta_parts, _pad_rows(flat_meta, rows_per_rank).contiguous())
+    flat_meta = _pad_rows(flat_meta, rows_per_rank).contiguous()
+    meta_parts = [torch.empty_like(flat_meta) for _ in range(world)]
+    dist.all_gather(meta_parts, flat_meta)
     meta = torch.cat(meta_parts)
     valid = meta[:, 0].bool()
     flat_reps = torch.cat(all_gather(_pad_rows(flat_reps, rows_per_rank).contiguous()))[valid]
