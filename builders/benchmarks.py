@@ -3,7 +3,9 @@
 
 Offline: `korquad-dev-ret` (questions of the 40 KorQuAD eval articles over their paragraphs), `msmarco-ko`
 (the 1,000 eval queries over all 5,006 Korean passages), `msmarco-koen` (Korean queries, English passages) and
-`msmarco-enko` (English queries, Korean passages). With the public files downloaded: `ko-strategyqa` (the
+`msmarco-enko` (English queries, Korean passages), and `korsts-ret` (KorSTS test: a sentence -> its paraphrase,
+scored >= 4 of 5, among the 1,379 second sentences; a domain ko-en-base holds out of training: image captions,
+news headlines, forum posts). With the public files downloaded: `ko-strategyqa` (the
 taeminlee/Ko-StrategyQA BEIR layout, dev qrels) and `miracl-ko` (MIRACL topics / TREC qrels / corpus jsonl)."""
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import os
 from builders.base import normalize
 from builders.corpora import korquad_articles, korquad_questions, msmarco
 from builders.export import card_section
-from builders.records import BadRecords, read_jsonl, read_lines
+from builders.records import BadRecords, read_jsonl, read_lines, read_tsv
 from builders.schemas import BENCHMARK
 from builders.sources import SOURCES, locate
 
@@ -46,6 +48,32 @@ def _msmarco(data_dir, query_lang: str, doc_lang: str):
             queries.append({"_id": str(rec["id"]), "text": queries_by_id[rec["id"]]})
             qrels += [(str(rec["id"]), doc_id, 1) for doc_id in dict.fromkeys(ids)]
     return corpus, queries, qrels
+
+
+def korsts_ret(data_dir, bad=None, min_score: float = 4.0):
+    """KorSTS test as paraphrase retrieval: sentence1 -> sentence2 for pairs scored >= `min_score`; the corpus is
+    every distinct sentence2, so a query never finds itself (as BEIR's Quora does by skipping the query's id)."""
+    bad = bad or BadRecords()
+    path = locate(data_dir, "korsts", "kor_nlu_kakaobrain/sts-test.tsv")
+    rows = []
+    for number, row in read_tsv(path, 7, bad, header=True):
+        try:
+            rows.append((float(row[4]), normalize(row[5]), normalize(row[6])))
+        except ValueError:
+            bad(path, number, f"field 'score': not a number: {row[4]!r}")
+    doc_id = {}
+    for _, _, second in rows:
+        doc_id.setdefault(second, f"s{len(doc_id)}")
+    corpus = [{"_id": i, "title": "", "text": t} for t, i in doc_id.items()]
+    queries, qrels, query_id = [], [], {}
+    for score, first, second in rows:
+        if score < min_score or first in doc_id:
+            continue
+        if first not in query_id:
+            query_id[first] = f"q{len(query_id)}"
+            queries.append({"_id": query_id[first], "text": first})
+        qrels.append((query_id[first], doc_id[second], 1))
+    return corpus, queries, list(dict.fromkeys(qrels))
 
 
 def ko_strategyqa(data_dir, bad=None):
@@ -104,6 +132,7 @@ BENCHMARKS = {
     "msmarco-ko": (lambda d: _msmarco(d, "kor", "kor"), ("msmarco_ko",), "MS MARCO Korean: ko query -> ko passage"),
     "msmarco-koen": (lambda d: _msmarco(d, "kor", "eng"), ("msmarco_ko",), "ko query -> en passage"),
     "msmarco-enko": (lambda d: _msmarco(d, "eng", "kor"), ("msmarco_ko",), "en query -> ko passage"),
+    "korsts-ret": (korsts_ret, ("korsts",), "KorSTS test: sentence -> paraphrase (score >= 4)"),
 }
 HUB_BENCHMARKS = {
     "ko-strategyqa": (ko_strategyqa, ("ko_strategyqa",), "Ko-StrategyQA dev (BEIR layout from the hub)"),
