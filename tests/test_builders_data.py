@@ -97,6 +97,21 @@ def test_msmarco_cross_lingual_benchmarks(shared_data, tmp_path):
     assert {q for q, _, _ in qrels} == {q["_id"] for q in queries}
 
 
+def test_korsts_benchmark_pairs_paraphrases_and_never_the_query_itself(shared_data, tmp_path):
+    import csv
+
+    with open(os.path.join(shared_data, "kor_nlu_kakaobrain/sts-test.tsv"), encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    seconds = {r[6].strip() for r in rows}
+    expected = {(r[5].strip(), r[6].strip()) for r in rows if float(r[4]) >= 4.0 and r[5].strip() not in seconds}
+    counts = export_benchmark("korsts-ret", shared_data, str(tmp_path))
+    corpus, queries, _, qrels = read_beir(str(tmp_path / "korsts-ret"))
+    text = {d["_id"]: d["text"] for d in corpus} | {q["_id"]: q["text"] for q in queries}
+    assert {(text[q], text[d]) for q, d, _ in qrels} == expected
+    assert len({d["text"] for d in corpus}) == len(corpus) == len(seconds) == counts["corpus"]
+    assert not {q["text"] for q in queries} & {d["text"] for d in corpus}
+
+
 def test_ko_strategyqa_and_miracl_converters_on_local_fixtures(tmp_path):
     ks = tmp_path / "ko_strategyqa"
     (ks / "qrels").mkdir(parents=True)
