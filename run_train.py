@@ -16,7 +16,8 @@ import yaml
 from transformers import set_seed
 
 from training.arguments import MODEL_SOURCES, ConfigError, check_paths, parse_config
-from training.data import BatchSchedule, DataError, SparseCollator, load_sources
+from builders.contracts import RecordError
+from training.data import BatchSchedule, SparseCollator, load_sources
 from training.encoder import SparseEncoder
 from training.losses import SparseLoss
 from training.st_layout import LayoutError
@@ -25,6 +26,10 @@ from training.vocab import token_scripts
 
 logger = logging.getLogger("run_train")
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+
+
+class MissingData(ValueError):
+    """A training file or dataset folder that is not there."""
 
 
 def build_loss(model: SparseEncoder, loss_args, data_args) -> SparseLoss:
@@ -66,7 +71,7 @@ def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
         return _build_trainer(argv)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
-    except DataError as e:
+    except (RecordError, MissingData) as e:
         sys.exit(f"data error: {e}")
 
 
@@ -142,15 +147,15 @@ def load_training_sources(data_args):
                                data_args.dataset_config_name or (), data_args.train_task or (),
                                data_args.sampling_weight or (), data_args.curriculum_start or ())
     except FileNotFoundError as e:  # a training file or dataset folder
-        raise DataError(str(e)) from None
+        raise MissingData(str(e)) from None
 
 
 def as_config_error(build, *args, **kwargs):
     """`build(...)`, its ValueError (settings that do not fit the data: source counts, batch size, layers) as a
-    ConfigError; record-level DataErrors pass through as data errors."""
+    ConfigError; a record that breaks its contract (RecordError) passes through as a data error."""
     try:
         return build(*args, **kwargs)
-    except DataError:
+    except RecordError:
         raise
     except ValueError as e:
         raise ConfigError(str(e)) from None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from builders.records import BadRecords
+from builders.contracts import BadRecords
 from builders.term_pairs import collect_term_pairs
 
 LEXICON_SOURCES = ("it_ml_terms", "k8s_glossary", "react_glossary", "cldr", "nikl_transliteration", "muse",

@@ -16,8 +16,8 @@ import datasets
 import numpy as np
 
 from builders.base import HANGUL, LATIN, ToolkitBuilder, ToolkitConfig, normalize
-from builders.records import BadRecords, read_json, read_jsonl, read_lines, read_tsv
-from builders.schemas import TERM_PAIR
+from builders.contracts import TERM_PAIR, BadRecords, read_jsonl, read_lines
+from builders.records import read_json, read_tsv
 from builders.sources import locate
 
 logger = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def collect_term_pairs(data_dir: str | None, sources, bad: BadRecords, extra_jso
             rows[split].append({"ko": pair[0], "en": pair[1], "source": name, "category": category})
             kept += 1
     for path in extra_jsonl:
-        for rec in read_jsonl(path, TERM_PAIR, bad):
+        for rec in read_jsonl(path, TERM_PAIR.fields, bad):  # every field, source and category too
             pair = clean_pair(rec["ko"], rec["en"])
             if pair is None:
                 bad(path, 0, f"not a Korean/English term pair: {rec['ko']!r} / {rec['en']!r}")
@@ -267,4 +267,4 @@ class TermPairs(ToolkitBuilder):
 
     def _generate_examples(self, split):
         for i, row in enumerate(self._rows[split]):
-            yield i, {k: row[k] for k in TERM_PAIR}
+            yield i, {k: row[k] for k in TERM_PAIR.fields}

@@ -22,7 +22,6 @@ hand-written reference words) and `korquad` (built at run time by builders.conte
 eval articles: one noun in sentences of two unrelated articles; references: title and rest of the paragraph)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -30,9 +29,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from builders.contracts import CONTEXT_PAIR, RecordError, check_record, read_jsonl_lines
+
 HANDWRITTEN = Path(__file__).parent / "context_pairs_handwritten.jsonl"
 SETS = ("handwritten", "korquad")
-_FIELDS = ("phrase", "text_a", "reference_a", "text_b", "reference_b")
 
 
 @dataclass
@@ -44,19 +44,19 @@ class ContextPair:
 
 
 def _pair(rec: dict, where: str) -> ContextPair:
-    for key in _FIELDS:
-        if not isinstance(rec.get(key), str) or not rec[key].strip():
-            raise ValueError(f"{where}: field '{key}' must be a non-empty string")
+    problem = check_record(rec, CONTEXT_PAIR)
+    if problem:
+        raise RecordError(where, None, problem)
     spans = []
     for side in ("a", "b"):
         text, span = rec[f"text_{side}"], rec.get(f"span_{side}")
         if span is None:
             start = text.find(rec["phrase"])
             if start < 0:
-                raise ValueError(f"{where}: field 'text_{side}' does not contain the phrase {rec['phrase']!r}")
+                raise RecordError(where, None, f"field 'text_{side}' does not contain the phrase {rec['phrase']!r}")
             span = (start, start + len(rec["phrase"]))
         if not (isinstance(span, (list, tuple)) and len(span) == 2 and 0 <= span[0] < span[1] <= len(text)):
-            raise ValueError(f"{where}: field 'span_{side}' must be [start, end) inside text_{side}")
+            raise RecordError(where, None, f"field 'span_{side}' must be [start, end) inside text_{side}")
         spans.append(tuple(span))
     return ContextPair(rec["phrase"], (rec["text_a"], rec["text_b"]), tuple(spans),
                        (rec["reference_a"], rec["reference_b"]))
@@ -65,18 +65,9 @@ def _pair(rec: dict, where: str) -> ContextPair:
 def load_context_pairs(path) -> list[ContextPair]:
     """JSONL, one pair a line: phrase, text_a, reference_a, text_b, reference_b (optional span_a / span_b, else
     the phrase's first occurrence)."""
-    pairs = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
-            pairs.append(_pair(rec if isinstance(rec, dict) else {}, f"{path}:{line_no}"))
+    pairs = [_pair(rec, f"{path}:{line_no}") for line_no, rec in read_jsonl_lines(path)]
     if not pairs:
-        raise ValueError(f"{path}: no context pairs")
+        raise RecordError(path, None, "no context pairs")
     return pairs
 
 

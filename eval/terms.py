@@ -2,13 +2,13 @@
 term, activate its English translation, stay out of other languages, and rank the right translation first?"""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
+from builders.contracts import TERM_PAIR, read_jsonl
 from training.data import load_split
 from training.vocab import token_scripts
 
@@ -23,19 +23,7 @@ def load_term_pairs(path, split: str = "test") -> list[dict]:
     `python -m builders build term_pairs` (its `term_pairs` config, `split`)."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        pairs = []
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
-                    if not (isinstance(rec, dict) and str(rec.get("ko", "")).strip() and
-                            str(rec.get("en", "")).strip()):
-                        raise ValueError(f"{path}:{line_no}: a term pair needs non-empty 'ko' and 'en'")
-                    pairs.append(rec)
-        return pairs
+        return list(read_jsonl(path, TERM_PAIR))
     import datasets
 
     if path.suffix == ".parquet":

@@ -189,10 +189,10 @@ def test_handwritten_set_loads():
     ('{"phrase": "사과", "text_a": "사과", "reference_a": "과일", "text_b": "배", "reference_b": "용서"}',
      "pairs.jsonl:2: field 'text_b' does not contain the phrase '사과'"),
     ('{"phrase": "사과", "text_a": "사과", "reference_a": "", "text_b": "사과", "reference_b": "용서"}',
-     "pairs.jsonl:2: field 'reference_a' must be a non-empty string"),
+     "pairs.jsonl:2: field 'reference_a' is an empty text"),
     ('{"phrase": "사과", "text_a": "사과", "span_a": [0, 9], "reference_a": "a", "text_b": "사과", "reference_b": "b"}',
      "pairs.jsonl:2: field 'span_a' must be"),
-    ("not json", "pairs.jsonl:2: not valid JSON"),
+    ("not json", "pairs.jsonl:2: malformed JSON"),
 ])
 def test_bad_pair_lines_name_file_line_and_field(tmp_path, line, message):
     path = tmp_path / "pairs.jsonl"

@@ -3,7 +3,8 @@ import json
 import pytest
 
 from training.arguments import ConfigError, parse_config
-from training.data import BatchSchedule, DataError, Source, SparseCollator, load_sources, read_jsonl
+from builders.contracts import RecordError
+from training.data import BatchSchedule, Source, SparseCollator, load_sources, read_jsonl
 from tests.tiny import build_tokenizer
 
 
@@ -19,7 +20,7 @@ def test_task_is_inferred_from_fields(tmp_path):
     assert read_jsonl(write_jsonl(tmp_path / "t.jsonl", [TRIPLET]))[0] == "triplets"
     assert read_jsonl(write_jsonl(tmp_path / "d.jsonl", [{"query": "q", "docs": ["a"], "scores": [1]}]))[0] == "distillation"
     assert read_jsonl(write_jsonl(tmp_path / "p.jsonl", [{"ko": "검색", "en": "search"}]))[0] == "term_pairs"
-    with pytest.raises(DataError, match=r"u.jsonl:1: cannot infer the task"):
+    with pytest.raises(RecordError, match=r"u.jsonl:1: cannot infer the task"):
         read_jsonl(write_jsonl(tmp_path / "u.jsonl", [{"text": "x"}]))
 
 
@@ -32,32 +33,32 @@ def test_task_is_inferred_from_fields(tmp_path):
 ])
 def test_bad_triplet_records_name_file_line_field(tmp_path, bad, message):
     path = write_jsonl(tmp_path / "bad.jsonl", [TRIPLET, bad])
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(RecordError, match=message):
         read_jsonl(path)
 
 
 def test_distillation_length_mismatch_and_bad_scores(tmp_path):
     path = write_jsonl(tmp_path / "kd.jsonl", [{"query": "q", "docs": ["a", "b"], "scores": [1.0]}])
-    with pytest.raises(DataError, match=r"kd.jsonl:1: 'scores' has 1 entries but 'docs' has 2"):
+    with pytest.raises(RecordError, match=r"kd.jsonl:1: 'scores' has 1 entries but 'docs' has 2"):
         read_jsonl(path)
     path = write_jsonl(tmp_path / "kd.jsonl", [{"query": "q", "docs": ["a"], "scores": ["x"]}])
-    with pytest.raises(DataError, match=r"kd.jsonl:1: field 'scores\[0\]' must be a finite number"):
+    with pytest.raises(RecordError, match=r"kd.jsonl:1: field 'scores\[0\]' must be a finite number"):
         read_jsonl(path)
 
 
 def test_malformed_json_and_non_utf8(tmp_path):
     path = tmp_path / "broken.jsonl"
     path.write_text(json.dumps(TRIPLET) + "\n{\"query\": \n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"broken.jsonl:2: malformed JSON"):
+    with pytest.raises(RecordError, match=r"broken.jsonl:2: malformed JSON"):
         read_jsonl(path)
     path.write_bytes(json.dumps(TRIPLET).encode() + b"\n" + "{\"query\": \"서울\"}".encode("cp949") + b"\n")
-    with pytest.raises(DataError, match=r"broken.jsonl:2: not valid UTF-8"):
+    with pytest.raises(RecordError, match=r"broken.jsonl:2: not valid UTF-8"):
         read_jsonl(path)
 
 
 def test_given_task_is_enforced(tmp_path):
     path = write_jsonl(tmp_path / "pairs.jsonl", [{"ko": "검색", "en": "search"}])
-    with pytest.raises(DataError, match=r"pairs.jsonl:1: missing field 'query' required for triplets"):
+    with pytest.raises(RecordError, match=r"pairs.jsonl:1: missing field 'query' required for triplets"):
         load_sources([str(path)], tasks=["triplets"])
 
 

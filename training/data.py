@@ -6,7 +6,7 @@ same losses on same-shaped tensors (the sparse vectors are gathered across ranks
 from __future__ import annotations
 
 import glob
-import json
+import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -17,96 +17,37 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-# Required fields and their types per task (the data contracts of docs/architecture.md); optional fields are checked if present.
-TASK_FIELDS = {
-    "triplets": {"query": str, "positive": str},
-    "distillation": {"query": str, "docs": list, "scores": list},
-    "term_pairs": {"ko": str, "en": str},
-}
-OPTIONAL_FIELDS = {"triplets": {"negatives": list, "difficulty": list}}
-DIFFICULTIES = ("easy", "medium", "hard")
-
-
-class DataError(ValueError):
-    """A training record that does not follow its contract; the message names file, line and field."""
-
-
-def infer_task(record: dict, where: str) -> str:
-    if {"query", "docs", "scores"} <= record.keys():
-        return "distillation"
-    if {"query", "positive"} <= record.keys():
-        return "triplets"
-    if {"ko", "en"} <= record.keys():
-        return "term_pairs"
-    raise DataError(f"{where}: cannot infer the task from fields {sorted(record)}; expected query+positive "
-                    "(triplets), query+docs+scores (distillation) or ko+en (term_pairs), or set train_task")
-
-
-def _nonempty_text(value, where: str, field: str):
-    if not isinstance(value, str):
-        raise DataError(f"{where}: field '{field}' must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise DataError(f"{where}: field '{field}' is an empty text")
-
-
-def validate_record(record, task: str, where: str) -> None:
-    """Raise DataError naming `where` (file:line) and the field when `record` breaks the task's contract."""
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    for field, kind in TASK_FIELDS[task].items():
-        if field not in record or record[field] is None:
-            raise DataError(f"{where}: missing field '{field}' required for {task}")
-        if kind is str:
-            _nonempty_text(record[field], where, field)
-    if task == "distillation":
-        docs, scores = record["docs"], record["scores"]
-        if not isinstance(docs, list) or not docs:
-            raise DataError(f"{where}: field 'docs' must be a non-empty list of texts")
-        for i, doc in enumerate(docs):
-            _nonempty_text(doc, where, f"docs[{i}]")
-        if not isinstance(scores, list) or len(scores) != len(docs):
-            n = len(scores) if isinstance(scores, list) else type(scores).__name__
-            raise DataError(f"{where}: 'scores' has {n} entries but 'docs' has {len(docs)}")
-        for i, s in enumerate(scores):
-            if not isinstance(s, (int, float)) or isinstance(s, bool) or not math.isfinite(s):
-                raise DataError(f"{where}: field 'scores[{i}]' must be a finite number, got {s!r}")
-    if task == "triplets":
-        negatives = record.get("negatives") or []
-        if not isinstance(negatives, list):
-            raise DataError(f"{where}: field 'negatives' must be a list of texts")
-        for i, neg in enumerate(negatives):
-            _nonempty_text(neg, where, f"negatives[{i}]")
-        difficulty = record.get("difficulty")
-        if difficulty is not None and len(difficulty) != len(negatives):
-            raise DataError(f"{where}: 'difficulty' has {len(difficulty)} entries but 'negatives' has {len(negatives)}")
+from builders import contracts
+from builders.contracts import DIFFICULTIES, RecordError, check_record, infer_task, infer_task_hint, read_jsonl_lines
 
 
 def read_jsonl(path, task: Optional[str] = None) -> tuple[str, list[dict]]:
-    """Read and validate a JSONL file; the task is inferred from the first record unless given."""
-    records = []
+    """Read and validate a JSONL training file; the task is inferred from the first record unless given."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training file not found: {path}")
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{where}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: malformed JSON ({e.msg}, column {e.colno})") from None
-            if task is None:
-                task = infer_task(record, where) if isinstance(record, dict) else None
-            validate_record(record, task, where)
-            records.append(record)
-    if not records:
-        raise DataError(f"{path}: no records")
+    lines = read_jsonl_lines(path)
+    first = next(lines, None)
+    if first is None:
+        raise RecordError(path, None, "no records")
+    task = task or _infer_task(first[1], f"{path}:{first[0]}")
+    check = contracts.TRAINING_CONTRACTS[task]
+    records = []
+    for number, record in itertools.chain([first], lines):
+        problem = check_record(record, check)
+        if problem:
+            raise RecordError(path, number, problem)
+        records.append(record)
     return task, records
+
+
+def _infer_task(record: dict, where: str) -> str:
+    """The task of a source from its first record (`where`: file:line, or a dataset row)."""
+    task = infer_task(record)
+    if task is None:
+        raise RecordError(where, None, f"cannot infer the task from fields {sorted(record)}; expected "
+                                       f"{infer_task_hint()}, or set train_task")
+    return task
 
 
 def load_split(name: str, config: Optional[str] = None, split: str = "train"):
@@ -129,10 +70,12 @@ def read_dataset(name: str, config: Optional[str] = None, split: str = "train", 
     label = f"{name}" + (f"[{config}]" if config else "") + f"/{split}"
     records = ds.to_list()
     if not records:
-        raise DataError(f"{label}: no records")
-    task = task or infer_task(records[0], f"{label} row 0")
+        raise RecordError(label, None, "no records")
+    task = task or _infer_task(records[0], f"{label} row 0")
     for i, record in enumerate(records):
-        validate_record(record, task, f"{label} row {i}")
+        problem = check_record(record, contracts.TRAINING_CONTRACTS[task])
+        if problem:
+            raise RecordError(f"{label} row {i}", None, problem)
     return task, records
 
 
@@ -160,8 +103,8 @@ def load_sources(train_files: Sequence[str] = (), dataset_names: Sequence[str] =
     sources = []
     for i, (kind, name, config) in enumerate(specs):
         task = tasks[i] if tasks and tasks[i] != "auto" else None
-        if task is not None and task not in TASK_FIELDS:
-            raise ValueError(f"train_task {task!r} for {name} is not one of {sorted(TASK_FIELDS)}")
+        if task is not None and task not in contracts.TRAINING_CONTRACTS:
+            raise ValueError(f"train_task {task!r} for {name} is not one of {sorted(contracts.TRAINING_CONTRACTS)}")
         task, records = read_jsonl(name, task) if kind == "file" else read_dataset(name, config, task=task)
         sources.append(Source(name if config is None else f"{name}[{config}]", task, records,
                               weights[i] if weights else None, starts[i] if starts else 0.0))
