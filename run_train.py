@@ -143,9 +143,7 @@ def load_model(model_args, data_args, resolved: dict) -> SparseEncoder:
 
 def load_training_sources(data_args):
     try:
-        return as_config_error(load_sources, data_args.train_file or (), data_args.dataset_name or (),
-                               data_args.dataset_config_name or (), data_args.train_task or (),
-                               data_args.sampling_weight or (), data_args.curriculum_start or ())
+        return as_config_error(load_sources, data_args.sources)
     except FileNotFoundError as e:  # a training file or dataset folder
         raise MissingData(str(e)) from None
 

@@ -10,8 +10,9 @@ Measured: the total loss of the first 2 optimiser steps, and then, with the FLOP
 scheduled batch of each source.
 
 GOLDEN was recorded by running `measure` on the code before the refactor (commit 284f726, in a separate
-`git worktree`, this file copied in, with the sources written as the parallel lists train_file / train_task /
-sampling_weight / curriculum_start that code read), one config at a time:
+`git worktree`, this file copied in, with `derived_config` writing the sources as the parallel lists train_file /
+train_task / sampling_weight / curriculum_start that code read, and reading the shipped configs' dataset_name /
+dataset_config_name / sampling_weight / curriculum_start lists), one config at a time:
     python -c "from tests.test_shipped_config_losses import *; print(measure_shipped('quickstart', '/tmp/x'))"
 """
 import json
@@ -105,8 +106,8 @@ def derived_config(name: str, root, data: dict) -> str:
     config = {k: v for k, v in config.items() if k not in SOURCE_KEYS}
     model = build_tiny_model(os.path.join(root, "model"), layers=6, dropout=0.0, texts=data["texts"],
                              vocab_size=1500, fixed_vocab=True)
-    config.update(source_lists([{"file": data["files"][s["config"]], "task": CONFIG_TASKS[s["config"]],
-                                 **{k: s[k] for k in ("weight", "curriculum_start") if k in s}} for s in sources]))
+    config["sources"] = [{"file": data["files"][s["config"]], "task": CONFIG_TASKS[s["config"]],
+                          **{k: s[k] for k in ("weight", "curriculum_start") if k in s}} for s in sources]
     config.update(RUN, model_name_or_path=str(model), output_dir=os.path.join(root, "out"))
     if config.get("idf_file"):
         config["idf_file"] = _write_idf(model, data["texts"], os.path.join(root, "idf.json"))
@@ -114,15 +115,6 @@ def derived_config(name: str, root, data: dict) -> str:
     with open(path, "w", encoding="utf-8") as fh:
         yaml.safe_dump(config, fh, allow_unicode=True, sort_keys=False)
     return path
-
-
-def source_lists(sources: list[dict]) -> dict:
-    """The sources as the parallel lists the code before the refactor read."""
-    lists = {"train_file": [s["file"] for s in sources], "train_task": [s["task"] for s in sources]}
-    for key, old in (("weight", "sampling_weight"), ("curriculum_start", "curriculum_start")):
-        if any(key in s for s in sources):
-            lists[old] = [s[key] for s in sources]
-    return lists
 
 
 def _write_idf(model_dir, texts, path) -> str:

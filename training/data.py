@@ -80,6 +80,27 @@ def read_dataset(name: str, config: Optional[str] = None, split: str = "train", 
 
 
 @dataclass
+class SourceSpec:
+    """One entry of the config's `sources` list: a JSONL `file`, or a `dataset` (a builders output folder with its
+    `config` name, or a hub id); its `task` (None or "auto": inferred from the first record), its relative share
+    of batches (`weight`; unset counts 1 when another source sets one) and the fraction of each epoch before it
+    is sampled (`curriculum_start`)."""
+
+    file: Optional[str] = None
+    dataset: Optional[str] = None
+    config: Optional[str] = None
+    task: Optional[str] = None
+    weight: Optional[float] = None
+    curriculum_start: float = 0.0
+
+    @property
+    def name(self) -> str:
+        if self.file is not None:
+            return self.file
+        return self.dataset if self.config is None else f"{self.dataset}[{self.config}]"
+
+
+@dataclass
 class Source:
     name: str
     task: str
@@ -88,26 +109,16 @@ class Source:
     start: float = 0.0
 
 
-def load_sources(train_files: Sequence[str] = (), dataset_names: Sequence[str] = (),
-                 dataset_configs: Sequence[Optional[str]] = (), tasks: Sequence[str] = (),
-                 weights: Sequence[float] = (), starts: Sequence[float] = ()) -> list[Source]:
-    """Sources in order: train files, then datasets; tasks / weights / starts are parallel to that order."""
-    specs = [("file", f, None) for f in train_files]
-    configs = list(dataset_configs) + [None] * (len(dataset_names) - len(dataset_configs))
-    specs += [("dataset", n, c) for n, c in zip(dataset_names, configs)]
+def load_sources(specs: Sequence[SourceSpec]) -> list[Source]:
+    """Read and validate every source, in the config's order."""
     if not specs:
-        raise ValueError("no training data: set train_file or dataset_name")
-    for label, values in (("train_task", tasks), ("sampling_weight", weights), ("curriculum_start", starts)):
-        if values and len(values) != len(specs):
-            raise ValueError(f"{label} has {len(values)} entries but there are {len(specs)} training sources")
+        raise ValueError("no training data: set sources (or train_file)")
     sources = []
-    for i, (kind, name, config) in enumerate(specs):
-        task = tasks[i] if tasks and tasks[i] != "auto" else None
-        if task is not None and task not in contracts.TRAINING_CONTRACTS:
-            raise ValueError(f"train_task {task!r} for {name} is not one of {sorted(contracts.TRAINING_CONTRACTS)}")
-        task, records = read_jsonl(name, task) if kind == "file" else read_dataset(name, config, task=task)
-        sources.append(Source(name if config is None else f"{name}[{config}]", task, records,
-                              weights[i] if weights else None, starts[i] if starts else 0.0))
+    for spec in specs:
+        task = spec.task if spec.task != "auto" else None
+        task, records = read_jsonl(spec.file, task) if spec.file is not None else \
+            read_dataset(spec.dataset, spec.config, task=task)
+        sources.append(Source(spec.name, task, records, spec.weight, spec.curriculum_start))
     return sources
 
 
