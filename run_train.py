@@ -99,9 +99,10 @@ def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
     schedule = as_config_error(BatchSchedule, sources, training_args.per_device_train_batch_size,
                                training_args.world_size, seed=training_args.data_seed or training_args.seed)
     # The model's lengths: the saved ones unless the config set them, capped at the backbone's positions.
-    collator = SparseCollator(model.tokenizer, model.config.max_seq_length, model.config.max_query_length,
-                              data_args.max_term_length, data_args.num_negatives, data_args.num_distill_docs,
-                              data_args.negative_curriculum)
+    collator = SparseCollator(model.tokenizer, max_seq_length=model.config.max_seq_length,
+                              max_query_length=model.config.max_query_length, max_term_length=data_args.max_term_length,
+                              num_negatives=data_args.num_negatives, num_distill_docs=data_args.num_distill_docs,
+                              negative_curriculum=data_args.negative_curriculum)
     evaluator = None
     if data_args.eval_benchmark:
         from eval.retrieval import RetrievalEvaluator

@@ -214,8 +214,8 @@ class Triplets(ToolkitBuilder):
                 stats = Counter()
                 rng = np.random.default_rng(stable_seed(cfg.seed, split, pool.source))
                 count = 0
-                for qi, negatives, difficulty in mine(pool, cfg.bands(), rng, cfg.miner, cfg.analyzer, teacher,
-                                                      cfg.teacher_ratio, stats):
+                for qi, negatives, difficulty in mine(pool, cfg.bands(), rng, miner=cfg.miner, analyzer=cfg.analyzer,
+                                                      teacher=teacher, teacher_ratio=cfg.teacher_ratio, stats=stats):
                     row = {"query": pool.queries[qi], "positive": pool.positives[qi], "negatives": negatives,
                            "difficulty": difficulty, "source": pool.source}
                     queries = [row["query"]] if switcher is None else switcher.variants(row["query"])

@@ -195,7 +195,7 @@ class SparseCollator:
     distillation: query + num_distill_docs documents with teacher scores. term_pairs: ko + en terms, padded to
     max_term_length so that every rank's id tensors have one shape."""
 
-    def __init__(self, tokenizer, max_seq_length: int = 256, max_query_length: int = 64, max_term_length: int = 16,
+    def __init__(self, tokenizer, *, max_seq_length: int = 256, max_query_length: int = 64, max_term_length: int = 16,
                  num_negatives: int = 4, num_distill_docs: int = 8, negative_curriculum: bool = False):
         self.tokenizer = tokenizer
         self.max_seq_length = max_seq_length
