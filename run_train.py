@@ -22,7 +22,6 @@ from training.encoder import SparseEncoder
 from training.losses import SparseLoss
 from training.st_layout import LayoutError
 from training.trainer import SparseTrainer
-from training.vocab import token_scripts
 
 logger = logging.getLogger("run_train")
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
@@ -30,26 +29,6 @@ _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 class MissingData(ValueError):
     """A training file or dataset folder that is not there."""
-
-
-def build_loss(model: SparseEncoder, loss_args, data_args) -> SparseLoss:
-    scripts = token_scripts(model.tokenizer)[: model.vocab_size]
-    non_target = torch.from_numpy((scripts == "other").astype("float32"))
-    stopwords = None
-    if data_args.stopwords_file:
-        words = [w.strip() for w in open(data_args.stopwords_file, encoding="utf-8") if w.strip()]
-        ids = {i for w in words for i in model.tokenizer(w, add_special_tokens=False)["input_ids"]}
-        stopwords = torch.zeros(model.vocab_size)
-        stopwords[list(ids)] = 1.0
-    flops_weights = None
-    if loss_args.flops_idf_weighting:
-        if model.idf is None:
-            raise ConfigError("flops_idf_weighting needs an IDF: set idf_file")
-        # Frequent (low-IDF) tokens cost more; mean weight 1 keeps the FLOPS scale comparable.
-        w = 1.0 / (1.0 + model.idf.detach().clamp(min=0))
-        flops_weights = w / w.mean()
-    return SparseLoss(loss_args, non_target_mask=non_target, stopword_mask=stopwords,
-                      flops_token_weights=flops_weights, regularise_queries=model.config.mode == "splade")
 
 
 def last_complete_checkpoint(output_dir: str):
@@ -78,7 +57,7 @@ def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
 def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
     defaults = {} if torch.cuda.is_available() else {"use_cpu": True}  # without it the Trainer never wraps CPU ranks in DDP
     model_args, data_args, loss_args, training_args, resolved = parse_config(argv, defaults)
-    check_paths(model_args, data_args)
+    check_paths(model_args, data_args, loss_args)
     if training_args.ddp_find_unused_parameters is None:
         # Only a trainable IDF can sit out a step (term-pair batches have no queries).
         training_args.ddp_find_unused_parameters = model_args.trainable_idf
@@ -109,7 +88,7 @@ def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
 
         evaluator = RetrievalEvaluator(data_args.eval_benchmark, max_queries=data_args.eval_max_queries)
     trainer = SparseTrainer(model=model, args=training_args, train_dataset=schedule, data_collator=collator,
-                            loss=build_loss(model, loss_args, data_args), evaluator=evaluator,
+                            loss=as_config_error(SparseLoss.from_args, loss_args, model), evaluator=evaluator,
                             idf_learning_rate=model_args.idf_learning_rate,
                             context_gate_learning_rate=model_args.context_gate_learning_rate)
 

@@ -18,7 +18,7 @@ from transformers import HfArgumentParser, TrainingArguments
 
 from .data import SourceSpec
 from .encoder import MODES
-from .losses import LossWeights
+from .losses import TERM_LOSS_SPACES
 from .vocab import SCRIPTS
 
 logger = logging.getLogger(__name__)
@@ -79,7 +79,6 @@ class DataArguments:
     num_negatives: int = 4
     num_distill_docs: int = 8
     negative_curriculum: bool = field(default=False, metadata={"help": "easy negatives first, then harder"})
-    stopwords_file: Optional[str] = field(default=None, metadata={"help": "one stopword per line (stopword loss)"})
     eval_benchmark: Optional[str] = field(default=None, metadata={
         "help": "BEIR folder evaluated every eval_steps (needs eval_strategy: steps)"})
     eval_max_queries: Optional[int] = None
@@ -92,6 +91,57 @@ class DataArguments:
             _check_range(f"sampling_weight[{i}]", w, "> 0")
         for i, start in enumerate(self.curriculum_start or ()):
             _check_range(f"curriculum_start[{i}]", start, "in [0, 1)")
+
+
+@dataclass
+class LossArguments:
+    """Every loss setting: weights and hyper-parameters (0 switches a loss off) and the loss's own inputs
+    (`stopwords_file`); `SparseLoss.from_args` builds the loss from it. Field names are the config keys. (The IDF
+    that `flops_idf_weighting` reads is the model's: ModelArguments.idf_file.)"""
+
+    ranking_loss: str = "info_nce"  # info_nce | margin | none
+    ranking_weight: float = 1.0
+    ranking_temperature: float = 1.0
+    ranking_margin: float = 1.0
+    distillation_loss: str = "kl"  # kl | margin_mse | none
+    distillation_weight: float = 1.0
+    distillation_temperature: float = 1.0
+    flops_query_weight: float = 5e-4
+    flops_doc_weight: float = 3e-4
+    flops_warmup_steps: int = 0
+    flops_idf_weighting: bool = False
+    l1_query_weight: float = 0.0
+    l1_doc_weight: float = 0.0
+    triplet_margin_weight: float = 0.0
+    triplet_margin: float = 0.2
+    preservation_weight: float = 0.0
+    preservation_target: float = 1.0
+    # Ranking batches: every query's and document's own tokens keep at least preservation_target (a lexical
+    # prior, so exact matches survive expansion).
+    lexical_weight: float = 0.0
+    activation_weight: float = 0.0
+    activation_target: float = 1.0
+    # Where preservation / activation / translation margin act: "logit" (max logits, reaches inactive targets)
+    # or "weight" (the SPLADE weights; kept for comparison).
+    term_loss_space: str = "logit"
+    translation_margin_weight: float = 0.0
+    translation_margin: float = 1.0
+    alignment_weight: float = 0.0
+    non_target_weight: float = 0.0
+    stopword_weight: float = 0.0
+    stopwords_file: Optional[str] = field(default=None, metadata={"help": "one stopword per line (stopword loss)"})
+
+    def __post_init__(self):
+        if self.ranking_loss not in ("info_nce", "margin", "none"):
+            raise ValueError(f"ranking_loss must be info_nce, margin or none, got {self.ranking_loss!r}")
+        if self.distillation_loss not in ("kl", "margin_mse", "none"):
+            raise ValueError(f"distillation_loss must be kl, margin_mse or none, got {self.distillation_loss!r}")
+        if self.term_loss_space not in TERM_LOSS_SPACES:
+            raise ValueError(f"term_loss_space must be one of {TERM_LOSS_SPACES}, got {self.term_loss_space!r}")
+        for f in dataclasses.fields(self):  # numbers: weights, margins, steps >= 0; temperatures and targets > 0
+            if isinstance(f.default, (int, float)) and not isinstance(f.default, bool):
+                _check_range(f.name, getattr(self, f.name), "> 0" if f.name.endswith(("_temperature", "_target"))
+                             else ">= 0")
 
 
 # TrainingArguments accepts these silently; each must be a finite number in its range.
@@ -111,7 +161,7 @@ def _check_range(name: str, value, rule: str) -> None:
         raise ValueError(f"{name} must be {'a finite number ' if not number else ''}{rule}, got {value!r}")
 
 
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, LossWeights, TrainingArguments)
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, LossArguments, TrainingArguments)
 
 
 class ConfigError(ValueError):
@@ -124,7 +174,7 @@ def _known_keys() -> dict[str, type]:
 
 
 def parse_config(argv: Optional[list[str]] = None, defaults: Optional[dict] = None):
-    """`[CONFIG.yaml] [--key value ...]` -> (ModelArguments, DataArguments, LossWeights, TrainingArguments, resolved).
+    """`[CONFIG.yaml] [--key value ...]` -> (ModelArguments, DataArguments, LossArguments, TrainingArguments, resolved).
 
     `resolved` is the flat dict of every setting the config or the command line gave, written next to the outputs."""
     # One flag style across the CLIs: run_eval.py's `--max-seq-length` spelling is accepted here too.
@@ -309,11 +359,11 @@ def _list_keys(parser: HfArgumentParser) -> set:
     return {a.dest for a in parser._actions if a.nargs in ("+", "*")}
 
 
-def check_paths(model_args: ModelArguments, data_args: DataArguments) -> None:
+def check_paths(model_args: ModelArguments, data_args: DataArguments, loss_args: LossArguments) -> None:
     """The files and folders a run needs exist (checked when a run starts, not when a config is parsed: the
     shipped configs name data that is built later)."""
     check_model_source(model_args.model_name_or_path)
-    for name, path in (("idf_file", model_args.idf_file), ("stopwords_file", data_args.stopwords_file)):
+    for name, path in (("idf_file", model_args.idf_file), ("stopwords_file", loss_args.stopwords_file)):
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"{name}: file not found: {path}")
     if data_args.eval_benchmark is not None and not Path(data_args.eval_benchmark).is_dir():
