@@ -13,7 +13,6 @@ from builders.contracts import BadRecords, Contract
 from builders.sources import SOURCES, allowed
 
 _SPACE = re.compile(r"\s+")
-HANGUL = re.compile(r"[\uac00-\ud7a3]")
 LATIN = re.compile(r"[a-z]", re.IGNORECASE)
 
 
