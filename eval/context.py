@@ -31,6 +31,8 @@ import torch
 
 from builders.contracts import CONTEXT_PAIR, RecordError, check_record, read_jsonl_lines
 
+from .terms import text_bags
+
 HANDWRITTEN = Path(__file__).parent / "context_pairs_handwritten.jsonl"
 SETS = ("handwritten", "korquad")
 
@@ -123,14 +125,6 @@ def phrase_expansions(model, texts: Sequence[str], spans: Sequence[tuple[int, in
     return out
 
 
-def reference_bags(model, texts: Sequence[str]) -> np.ndarray:
-    """[texts, vocab] bool: the served ids of each reference text's tokens (no truncation)."""
-    batch = model.tokenizer(list(texts), padding=True, add_special_tokens=False, return_tensors="pt",
-                            return_token_type_ids=False, verbose=False)
-    return (model.token_bag(batch["input_ids"].to(model.device),
-                            batch["attention_mask"].to(model.device)) > 0).cpu().numpy()
-
-
 def context_discrimination(model, pairs: Sequence[ContextPair], top_n: int = 20,
                            batch_size: int = 32) -> dict[str, float]:
     """rate (share of pairs discriminated), swapped_rate (references exchanged: the chance floor),
@@ -140,7 +134,7 @@ def context_discrimination(model, pairs: Sequence[ContextPair], top_n: int = 20,
         raise ValueError("no context pairs to evaluate")
     expansions = [phrase_expansions(model, [p.texts[i] for p in pairs], [p.spans[i] for p in pairs], top_n,
                                     batch_size) for i in (0, 1)]
-    refs = [reference_bags(model, [p.references[i] for p in pairs]) for i in (0, 1)]
+    refs = [text_bags(model, [p.references[i] for p in pairs]) for i in (0, 1)]
     ea, eb = expansions
     rate = float(discriminated(ea, eb, *refs).mean())
     swapped = float(discriminated(ea, eb, refs[1], refs[0]).mean())

@@ -33,12 +33,17 @@ def load_term_pairs(path, split: str = "test") -> list[dict]:
     return [{"ko": r["ko"], "en": r["en"]} for r in ds]
 
 
+def text_bags(model, texts: Sequence[str]) -> np.ndarray:
+    """[texts, vocab] bool: the served ids of each text's pieces (`SparseEncoder.token_bag`; no truncation, no
+    special tokens)."""
+    batch = model.tokenizer(list(texts), padding=True, add_special_tokens=False, return_tensors="pt",
+                            return_token_type_ids=False, verbose=False)
+    device = getattr(model, "device", "cpu")
+    return (model.token_bag(batch["input_ids"].to(device), batch["attention_mask"].to(device)) > 0).cpu().numpy()
+
+
 def _piece_ids(model, texts: Sequence[str]) -> list[set[int]]:
-    """Each text's pieces as served ids (the id carrying each piece's name; pieces the model never serves dropped)."""
-    canonical = model.canonical_ids.cpu().numpy()
-    served = model.output_mask.cpu().numpy() > 0
-    encoded = model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    return [{int(c) for c in canonical[ids] if served[c]} if ids else set() for ids in encoded]
+    return [set(np.flatnonzero(bag).tolist()) for bag in text_bags(model, texts)]
 
 
 def _top_ids(matrix: sp.csr_matrix, n: int) -> list[set[int]]:
