@@ -93,13 +93,15 @@ def read_corpus(path, include_title: bool = True, bad: Optional["BadRecords"] = 
     return ids, texts
 
 
-def infer_task(record: dict) -> Optional[str]:
-    """The training contract whose required fields the record has, or None."""
-    return next((name for name, c in TRAINING_CONTRACTS.items() if set(c.must_have) <= record.keys()), None)
-
-
-def infer_task_hint() -> str:
-    return ", ".join(f"{'+'.join(c.must_have)} ({name})" for name, c in TRAINING_CONTRACTS.items())
+def infer_task(record: dict, where: str) -> str:
+    """The training contract whose required fields the record has (`where`: file:line or a dataset row, for the
+    error when none does)."""
+    task = next((name for name, c in TRAINING_CONTRACTS.items() if set(c.must_have) <= record.keys()), None)
+    if task is None:
+        expected = ", ".join(f"{'+'.join(c.must_have)} ({name})" for name, c in TRAINING_CONTRACTS.items())
+        raise RecordError(where, None, f"cannot infer the task from fields {sorted(record)}; expected {expected}, "
+                                       "or set the source's task")
+    return task
 
 
 # ---------------------------------------------------------------------------------------------------- checking

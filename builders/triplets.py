@@ -142,7 +142,8 @@ def _msmarco_cross_pool(name: str, split: str, data_dir: str | None, bad: BadRec
 
 
 def user_pool(path: str, bad: BadRecords) -> Pool:
-    """A user's JSONL of {"query","positive"} pairs (the triplet contract; negatives are mined), mined like any other source."""
+    """A user's JSONL of {"query","positive"} pairs (the triplet contract, negatives left to the miner), mined like
+    any other source."""
     pairs = [(r["query"], r["positive"]) for r in read_jsonl(path, TRIPLET, bad)]
     return _pair_pool(os.path.splitext(os.path.basename(path))[0], pairs)
 

@@ -133,7 +133,7 @@ CATALOGUE = {
         lambda p: ([_yaml(p, f"sources: [{{file: {p.good}, curriculum_start: 1}}]\n")], None),
         "config error: sources[0].curriculum_start must be in [0, 1), got 1"),
     "source task unknown": (lambda p: ([_yaml(p, f"sources: [{{file: {p.good}, task: triplet}}]\n")], None),
-                            "config error: sources[0].task must be one of ('triplets', 'distillation', 'term_pairs', "
+                            "config error: sources[0].task must be one of ('distillation', 'term_pairs', 'triplets', "
                             "'auto'), got 'triplet'"),
     "source file and dataset": (
         lambda p: ([_yaml(p, f"sources: [{{file: {p.good}, dataset: data, config: triplets}}]\n")], None),

@@ -1,8 +1,8 @@
 """The shipped configs (configs/*.yaml) train to the same losses as before the "one place per concept" refactor.
 
 Each config keeps every loss, data and model setting it ships with; only what cannot run in a test is swapped:
-the backbone (a 6-layer tiny masked LM from tests/tiny.py, with a fixed WordPiece vocabulary of the texts below), the data (small
-JSONL files of real Korean/English text from the shared data, one per source and in the source's task), the IDF
+the backbone (a 6-layer tiny masked LM from tests/tiny.py, with a fixed WordPiece vocabulary of the texts below),
+the data (small JSONL files of real Korean/English text from the shared data, one per source and in the source's task), the IDF
 file of the doc-only config (one built from that text), and the run length and devices (2 steps, CPU, fp32, batch 4).
 
 Measured: the total loss of the first 2 optimiser steps, and then, with the FLOPS / L1 warm-up finished
@@ -40,13 +40,19 @@ CONFIG_TASKS = {"triplets": "triplets", "code_switched": "triplets", "distillati
                 "term_pairs": "term_pairs"}
 
 GOLDEN = {
-    "quickstart": {"steps": [2.9793436527252197, 1.59922456741333],
+    "quickstart": {
+        "steps": [2.9793436527252197, 1.59922456741333],
         "sources": {"triplets": 3.3048324584960938, "term_pairs": 1.6499465703964233}},
-    "ko-en-base": {"steps": [1.7961686849594116, 1.221752405166626],
-        "sources": {"code_switched": 2.4206771850585938, "distillation": 1.84152090549469, "term_pairs": 4.563161373138428}},
-    "klue-roberta-base": {"steps": [2.14458966255188, 3.574877977371216],
-        "sources": {"triplets": 2.1783220767974854, "code_switched": 3.1848599910736084, "term_pairs": 1.6207609176635742}},
-    "multilingual-doc-only": {"steps": [2.008011817932129, 2.9573521614074707],
+    "ko-en-base": {
+        "steps": [1.7961686849594116, 1.221752405166626],
+        "sources": {"code_switched": 2.4206771850585938, "distillation": 1.84152090549469,
+                    "term_pairs": 4.563161373138428}},
+    "klue-roberta-base": {
+        "steps": [2.14458966255188, 3.574877977371216],
+        "sources": {"triplets": 2.1783220767974854, "code_switched": 3.1848599910736084,
+                    "term_pairs": 1.6207609176635742}},
+    "multilingual-doc-only": {
+        "steps": [2.008011817932129, 2.9573521614074707],
         "sources": {"distillation": 2.027981758117676, "triplets": 2.977003812789917}},
 }
 

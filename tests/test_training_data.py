@@ -192,4 +192,5 @@ def test_command_line_sources_replace_the_config_files(tmp_path):
     _, data, _, _, _ = parse_config([str(cfg), "--train_file", "mine.jsonl"])
     assert data.sources == [SourceSpec(file="mine.jsonl")]
     _, data, _, _, resolved = parse_config([str(cfg), "--sources", "{file: b.jsonl, weight: 3}"])
-    assert data.sources == [SourceSpec(file="b.jsonl", weight=3)] and resolved["sources"] == [{"file": "b.jsonl", "weight": 3}]
+    assert data.sources == [SourceSpec(file="b.jsonl", weight=3)]
+    assert resolved["sources"] == [{"file": "b.jsonl", "weight": 3}]

@@ -16,12 +16,15 @@ from typing import Optional
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from builders.contracts import TRAINING_CONTRACTS
+
 from .data import SourceSpec
 from .encoder import MODES
 from .losses import TERM_LOSS_SPACES
 from .vocab import SCRIPTS
 
 logger = logging.getLogger(__name__)
+
 
 @dataclass
 class ModelArguments:
@@ -170,7 +173,8 @@ class ConfigError(ValueError):
 
 def _known_keys() -> dict[str, type]:
     """Every config key: the dataclasses' fields, and `sources` (read by parse_config itself)."""
-    return {f.name: cls for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls) if f.init} | {"sources": DataArguments}
+    keys = {f.name: cls for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls) if f.init}
+    return keys | {"sources": DataArguments}
 
 
 def parse_config(argv: Optional[list[str]] = None, defaults: Optional[dict] = None):
@@ -212,10 +216,11 @@ def parse_config(argv: Optional[list[str]] = None, defaults: Optional[dict] = No
             _check_range(name, getattr(training_args, name), rule)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    given = values | _cli_keys(argv)
+    cli_keys = _cli_keys(argv)
+    given = values | cli_keys
     try:
         data_args.sources, sources_value = training_sources(data_args, cli_sources, yaml_sources,
-                                                            cli_lists=[k for k in SOURCE_LISTS if k in _cli_keys(argv)],
+                                                            cli_lists=[k for k in SOURCE_LISTS if k in cli_keys],
                                                             yaml_lists=[k for k in SOURCE_LISTS if k in yaml_keys])
     except ValueError as e:
         raise ConfigError(str(e)) from None
@@ -234,7 +239,7 @@ SOURCE_LISTS = ("train_file", "dataset_name", "dataset_config_name", "train_task
                 "curriculum_start")
 PARALLEL_LISTS = SOURCE_LISTS[2:]
 SOURCE_FIELDS = tuple(f.name for f in dataclasses.fields(SourceSpec))
-TASKS = ("triplets", "distillation", "term_pairs", "auto")
+TASKS = (*sorted(TRAINING_CONTRACTS), "auto")
 
 
 def training_sources(data_args: DataArguments, cli_sources, yaml_sources, cli_lists: list, yaml_lists: list):
@@ -242,9 +247,10 @@ def training_sources(data_args: DataArguments, cli_sources, yaml_sources, cli_li
     `--sources` or source lists replace the config file's sources."""
     if cli_sources is not None and cli_lists:
         raise ValueError(f"--sources: give the sources one way, not also as --{' --'.join(cli_lists)}")
-    if yaml_sources is not None and yaml_lists and not (cli_lists or cli_sources is not None):
+    from_cli = cli_sources is not None or bool(cli_lists)
+    if yaml_sources is not None and yaml_lists and not from_cli:
         raise ValueError(f"sources: give the sources one way, not also as {', '.join(yaml_lists)}")
-    value = cli_sources if cli_sources is not None else None if cli_lists else yaml_sources
+    value = cli_sources if from_cli else yaml_sources
     if value is not None:
         specs = parse_sources(value)
         return specs, [value] if isinstance(value, dict) else value
@@ -291,7 +297,8 @@ def parse_sources(value) -> list[SourceSpec]:
 def sources_from_lists(data_args: DataArguments) -> list[SourceSpec]:
     """The older parallel lists as SourceSpecs: train files, then datasets; the other lists parallel to that."""
     files, names = data_args.train_file or [], data_args.dataset_name or []
-    configs = list(data_args.dataset_config_name or []) + [None] * (len(names) - len(data_args.dataset_config_name or []))
+    configs = list(data_args.dataset_config_name or [])
+    configs += [None] * (len(names) - len(configs))
     specs = [SourceSpec(file=f) for f in files] + [SourceSpec(dataset=n, config=c) for n, c in zip(names, configs)]
     for key, attr in (("train_task", "task"), ("sampling_weight", "weight"), ("curriculum_start", "curriculum_start")):
         values = getattr(data_args, key)

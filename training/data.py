@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from builders import contracts
-from builders.contracts import DIFFICULTIES, RecordError, check_record, infer_task, infer_task_hint, read_jsonl_lines
+from builders.contracts import (DIFFICULTIES, TRAINING_CONTRACTS, RecordError, check_record, infer_task,
+                                read_jsonl_lines)
 
 
 def read_jsonl(path, task: Optional[str] = None) -> tuple[str, list[dict]]:
@@ -30,24 +30,15 @@ def read_jsonl(path, task: Optional[str] = None) -> tuple[str, list[dict]]:
     first = next(lines, None)
     if first is None:
         raise RecordError(path, None, "no records")
-    task = task or _infer_task(first[1], f"{path}:{first[0]}")
-    check = contracts.TRAINING_CONTRACTS[task]
+    task = task or infer_task(first[1], f"{path}:{first[0]}")
+    contract = TRAINING_CONTRACTS[task]
     records = []
     for number, record in itertools.chain([first], lines):
-        problem = check_record(record, check)
+        problem = check_record(record, contract)
         if problem:
             raise RecordError(path, number, problem)
         records.append(record)
     return task, records
-
-
-def _infer_task(record: dict, where: str) -> str:
-    """The task of a source from its first record (`where`: file:line, or a dataset row)."""
-    task = infer_task(record)
-    if task is None:
-        raise RecordError(where, None, f"cannot infer the task from fields {sorted(record)}; expected "
-                                       f"{infer_task_hint()}, or set train_task")
-    return task
 
 
 def load_split(name: str, config: Optional[str] = None, split: str = "train"):
@@ -71,9 +62,9 @@ def read_dataset(name: str, config: Optional[str] = None, split: str = "train", 
     records = ds.to_list()
     if not records:
         raise RecordError(label, None, "no records")
-    task = task or _infer_task(records[0], f"{label} row 0")
+    task = task or infer_task(records[0], f"{label} row 0")
     for i, record in enumerate(records):
-        problem = check_record(record, contracts.TRAINING_CONTRACTS[task])
+        problem = check_record(record, TRAINING_CONTRACTS[task])
         if problem:
             raise RecordError(f"{label} row {i}", None, problem)
     return task, records
