@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     from eval.beir import load_beir, resolve_benchmark
     from eval.index import check_prune
     from eval.report import format_table, write_results
-    from eval.runner import run_bm25, run_dense, run_hybrid, run_model
+    from eval.runner import IndexOptions, run_bm25, run_dense, run_hybrid, run_model
 
     check_prune(args.prune_type, args.prune_ratio)
     output = Path(args.output)
@@ -151,8 +151,8 @@ def main(argv=None) -> int:
         context_sets = {Path(spec).stem if spec.endswith(".jsonl") else spec: context_pair_set(spec, args.data_dir)
                         for spec in args.context_discrimination}
     results, activations = {}, {}
-    index_options = dict(opensearch=args.opensearch, prune_type=args.prune_type, prune_ratio=args.prune_ratio,
-                         two_phase_ratio=args.two_phase_ratio, seismic=args.seismic)
+    index_options = IndexOptions(opensearch=args.opensearch, prune_type=args.prune_type, prune_ratio=args.prune_ratio,
+                                 two_phase_ratio=args.two_phase_ratio, seismic=args.seismic)
     hybrid_depth = max(*args.k, HYBRID_MIN_DEPTH) if args.hybrid else 0
     for bench in benchmarks:
         results[bench.name], activations[bench.name], runs = {}, {}, {}
@@ -168,9 +168,10 @@ def main(argv=None) -> int:
                                                    depth=hybrid_depth)
             results[bench.name][name], activations[bench.name][name] = metrics, counts
         for name, path, model in models:
-            metrics, counts, runs[name] = run_model(model, bench, args.k, cache, path, args.batch_size,
-                                                    args.latency_queries, depth=hybrid_depth,
-                                                    query_top_k=args.query_top_k, **index_options)
+            metrics, counts, runs[name] = run_model(model, bench, args.k, cache_dir=cache, model_dir=path,
+                                                    batch_size=args.batch_size, latency_queries=args.latency_queries,
+                                                    depth=hybrid_depth, query_top_k=args.query_top_k,
+                                                    index=index_options)
             results[bench.name][name], activations[bench.name][name] = metrics, counts
         if args.hybrid:
             for name in [n for n in runs if n not in BASELINES]:
@@ -191,8 +192,8 @@ def main(argv=None) -> int:
                                   for k, v in context_discrimination(model, pairs, batch_size=args.batch_size).items()}
                            for name, _, model in models[:len(args.model)]}
     settings = {"split": args.split, "k": args.k, "max_queries": args.max_queries,
-                "max_seq_length": args.max_seq_length, "query_top_k": args.query_top_k, **index_options,
-                "index": args.index, "seismic": asdict(args.seismic) if args.seismic else None}
+                "max_seq_length": args.max_seq_length, "query_top_k": args.query_top_k,
+                **asdict(index_options), "index": args.index}
     if args.hybrid:
         settings.update(hybrid_weights=args.hybrid_weights, hybrid_depth=hybrid_depth)
     paths = write_results(results, output, activations, settings, term_results, context_results)

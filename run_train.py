@@ -16,35 +16,19 @@ import yaml
 from transformers import set_seed
 
 from training.arguments import MODEL_SOURCES, ConfigError, check_paths, parse_config
-from training.data import BatchSchedule, DataError, SparseCollator, load_sources
+from builders.contracts import RecordError
+from training.data import BatchSchedule, SparseCollator, load_sources
 from training.encoder import SparseEncoder
 from training.losses import SparseLoss
 from training.st_layout import LayoutError
 from training.trainer import SparseTrainer
-from training.vocab import token_scripts
 
 logger = logging.getLogger("run_train")
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 
 
-def build_loss(model: SparseEncoder, loss_args, data_args) -> SparseLoss:
-    scripts = token_scripts(model.tokenizer)[: model.vocab_size]
-    non_target = torch.from_numpy((scripts == "other").astype("float32"))
-    stopwords = None
-    if data_args.stopwords_file:
-        words = [w.strip() for w in open(data_args.stopwords_file, encoding="utf-8") if w.strip()]
-        ids = {i for w in words for i in model.tokenizer(w, add_special_tokens=False)["input_ids"]}
-        stopwords = torch.zeros(model.vocab_size)
-        stopwords[list(ids)] = 1.0
-    flops_weights = None
-    if loss_args.flops_idf_weighting:
-        if model.idf is None:
-            raise ConfigError("flops_idf_weighting needs an IDF: set idf_file")
-        # Frequent (low-IDF) tokens cost more; mean weight 1 keeps the FLOPS scale comparable.
-        w = 1.0 / (1.0 + model.idf.detach().clamp(min=0))
-        flops_weights = w / w.mean()
-    return SparseLoss(loss_args, non_target_mask=non_target, stopword_mask=stopwords,
-                      flops_token_weights=flops_weights, regularise_queries=model.config.mode == "splade")
+class MissingData(ValueError):
+    """A training file or dataset folder that is not there."""
 
 
 def last_complete_checkpoint(output_dir: str):
@@ -66,14 +50,14 @@ def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
         return _build_trainer(argv)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
-    except DataError as e:
+    except (RecordError, MissingData) as e:
         sys.exit(f"data error: {e}")
 
 
 def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
     defaults = {} if torch.cuda.is_available() else {"use_cpu": True}  # without it the Trainer never wraps CPU ranks in DDP
     model_args, data_args, loss_args, training_args, resolved = parse_config(argv, defaults)
-    check_paths(model_args, data_args)
+    check_paths(model_args, data_args, loss_args)
     if training_args.ddp_find_unused_parameters is None:
         # Only a trainable IDF can sit out a step (term-pair batches have no queries).
         training_args.ddp_find_unused_parameters = model_args.trainable_idf
@@ -94,16 +78,17 @@ def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
     schedule = as_config_error(BatchSchedule, sources, training_args.per_device_train_batch_size,
                                training_args.world_size, seed=training_args.data_seed or training_args.seed)
     # The model's lengths: the saved ones unless the config set them, capped at the backbone's positions.
-    collator = SparseCollator(model.tokenizer, model.config.max_seq_length, model.config.max_query_length,
-                              data_args.max_term_length, data_args.num_negatives, data_args.num_distill_docs,
-                              data_args.negative_curriculum)
+    collator = SparseCollator(model.tokenizer, max_seq_length=model.config.max_seq_length,
+                              max_query_length=model.config.max_query_length, max_term_length=data_args.max_term_length,
+                              num_negatives=data_args.num_negatives, num_distill_docs=data_args.num_distill_docs,
+                              negative_curriculum=data_args.negative_curriculum)
     evaluator = None
     if data_args.eval_benchmark:
         from eval.retrieval import RetrievalEvaluator
 
         evaluator = RetrievalEvaluator(data_args.eval_benchmark, max_queries=data_args.eval_max_queries)
     trainer = SparseTrainer(model=model, args=training_args, train_dataset=schedule, data_collator=collator,
-                            loss=build_loss(model, loss_args, data_args), evaluator=evaluator,
+                            loss=as_config_error(SparseLoss.from_args, loss_args, model), evaluator=evaluator,
                             idf_learning_rate=model_args.idf_learning_rate,
                             context_gate_learning_rate=model_args.context_gate_learning_rate)
 
@@ -138,19 +123,17 @@ def load_model(model_args, data_args, resolved: dict) -> SparseEncoder:
 
 def load_training_sources(data_args):
     try:
-        return as_config_error(load_sources, data_args.train_file or (), data_args.dataset_name or (),
-                               data_args.dataset_config_name or (), data_args.train_task or (),
-                               data_args.sampling_weight or (), data_args.curriculum_start or ())
+        return as_config_error(load_sources, data_args.sources)
     except FileNotFoundError as e:  # a training file or dataset folder
-        raise DataError(str(e)) from None
+        raise MissingData(str(e)) from None
 
 
 def as_config_error(build, *args, **kwargs):
     """`build(...)`, its ValueError (settings that do not fit the data: source counts, batch size, layers) as a
-    ConfigError; record-level DataErrors pass through as data errors."""
+    ConfigError; a record that breaks its contract (RecordError) passes through as a data error."""
     try:
         return build(*args, **kwargs)
-    except DataError:
+    except RecordError:
         raise
     except ValueError as e:
         raise ConfigError(str(e)) from None

@@ -28,7 +28,8 @@ def worker(a) -> dict:
     from run_train import build_trainer, train
 
     data = Path(a.data)
-    argv = [a.config, "--dataset_name", str(data / "triplets"), str(data / "term_pairs"), "--max_steps", str(a.steps),
+    argv = [a.config, "--sources", f"[{{dataset: {data / 'triplets'}, config: triplets, weight: 3}}, "
+            f"{{dataset: {data / 'term_pairs'}, config: term_pairs, weight: 1}}]", "--max_steps", str(a.steps),
             "--output_dir", str(Path(a.output) / a.contender), "--save_strategy", "no", "--report_to", "none",
             "--disable_tqdm", "true", *CONTENDERS[a.contender]]
     if a.contender == "gated" and a.gate_lr is not None:

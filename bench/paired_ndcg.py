@@ -42,7 +42,8 @@ def main(argv=None) -> int:
         bench = load_beir(resolve_benchmark(spec, "benchmarks")).subset(a.max_queries)
         scores = {}
         for path, model in models:
-            _, _, (indices, _) = run_model(model, bench, [10], Path(a.cache), Path(path), latency_queries=0)
+            _, _, (indices, _) = run_model(model, bench, [10], cache_dir=Path(a.cache), model_dir=Path(path),
+                                           latency_queries=0)
             gains, ideal, _ = run_gains(bench, np.asarray(indices, dtype=np.int64))
             scores[path] = per_query_ndcg(gains, ideal)
         base = scores[a.model[0]]

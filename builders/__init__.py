@@ -1,3 +1,3 @@
 """Data builders: HF `datasets` builders for term pairs, triplets, distillation lists and BEIR benchmarks, read
 from raw sources (`--data_dir`) and exported as parquet + a dataset card. Owns the data contracts
-(`builders.schemas`). Imports nothing else of the toolkit."""
+(`builders.contracts`). Imports nothing else of the toolkit."""

@@ -9,11 +9,10 @@ from dataclasses import dataclass
 
 import datasets
 
-from builders.records import BadRecords
+from builders.contracts import BadRecords, Contract
 from builders.sources import SOURCES, allowed
 
 _SPACE = re.compile(r"\s+")
-HANGUL = re.compile(r"[\uac00-\ud7a3]")
 LATIN = re.compile(r"[a-z]", re.IGNORECASE)
 
 
@@ -39,7 +38,7 @@ class ToolkitBuilder(datasets.GeneratorBasedBuilder):
     """Base: features from `SCHEMA`, and the list of sources a config reads (for the dataset card)."""
 
     BUILDER_CONFIG_CLASS = ToolkitConfig
-    SCHEMA: dict = {}
+    SCHEMA: Contract
     DESCRIPTION = ""
 
     def _info(self):
@@ -52,11 +51,11 @@ class ToolkitBuilder(datasets.GeneratorBasedBuilder):
         return [SOURCES[n] for n in self.config.active_sources()]
 
 
-def features(schema: dict) -> datasets.Features:
-    """`datasets.Features` for a contract from `builders.schemas`."""
+def features(contract: Contract) -> datasets.Features:
+    """`datasets.Features` for a contract from `builders.contracts` (all its fields, in order)."""
     dtype = {str: "string", float: "float32", int: "int64"}
     out = {}
-    for name, kind in schema.items():
+    for name, kind in contract.fields.items():
         if typing.get_origin(kind) is list:
             out[name] = datasets.List(datasets.Value(dtype[typing.get_args(kind)[0]]))
         else:

@@ -16,8 +16,8 @@ import os
 from builders.base import normalize
 from builders.corpora import korquad_articles, korquad_questions, msmarco
 from builders.export import card_section
-from builders.records import BadRecords, read_jsonl, read_lines, read_tsv
-from builders.schemas import BENCHMARK
+from builders.contracts import BENCHMARK, BadRecords, read_jsonl, read_lines
+from builders.records import read_tsv
 from builders.sources import SOURCES, locate
 
 

@@ -87,8 +87,7 @@ def main(argv=None) -> int:
 
 
 def validate(args) -> int:
-    from builders.records import RecordError, validate_file
-    from builders.schemas import SCHEMAS
+    from builders.contracts import SCHEMAS, RecordError, validate_file
 
     try:
         good, bad = validate_file(args.file, SCHEMAS[args.schema], skip=args.skip_bad_records)

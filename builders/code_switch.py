@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from builders.records import BadRecords
+from builders.contracts import BadRecords
+from builders.scripts import is_syllable
 from builders.term_pairs import collect_term_pairs
 
 LEXICON_SOURCES = ("it_ml_terms", "k8s_glossary", "react_glossary", "cldr", "nikl_transliteration", "muse",
@@ -88,7 +89,7 @@ def noun_lexicon(pairs: list[dict]) -> dict[str, str]:
     lexicon = {}
     for row in pairs:
         ko = row["ko"]
-        if ko in lexicon or sum("\uac00" <= c <= "\ud7a3" for c in ko) < 2:
+        if ko in lexicon or sum(map(is_syllable, ko)) < 2:
             continue
         if row["source"] in DICTIONARIES and senses[ko] > 1:
             continue

@@ -4,7 +4,8 @@ queries eval). Triplets, distillation and benchmarks all call these, so no eval 
 from __future__ import annotations
 
 from builders.base import normalize
-from builders.records import BadRecords, RecordError, check_record, read_json
+from builders.contracts import BadRecords, RecordError, check_record
+from builders.records import read_json
 from builders.sources import locate
 
 KORQUAD_TRAIN_ARTICLES = 100

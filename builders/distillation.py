@@ -18,7 +18,7 @@ import numpy as np
 from builders.base import ToolkitBuilder, ToolkitConfig
 from builders.bm25 import KoreanBM25
 from builders.mining import Pool
-from builders.schemas import DISTILLATION
+from builders.contracts import DISTILLATION
 from builders.teacher import E5_LOGIT_SCALE
 from builders.triplets import EVAL_SOURCES, query_splits, read_pools, user_pool
 

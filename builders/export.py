@@ -15,7 +15,7 @@ from collections import Counter
 import yaml
 from datasets.exceptions import DatasetGenerationError
 
-from builders.records import RecordError
+from builders.contracts import RecordError
 from builders.sources import Source
 
 logger = logging.getLogger(__name__)

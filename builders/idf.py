@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from builders.records import read_jsonl, read_lines
+from builders.contracts import read_jsonl, read_lines
 
 
 def compute_idf(tokenizer, texts: Sequence[str], batch_size: int = 1024) -> dict[str, float]:

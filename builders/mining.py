@@ -65,7 +65,7 @@ def rank(pool: Pool, depth: int, miner: str = "bm25", analyzer: str = "mecab", t
     raise ValueError(f"unknown miner {miner!r}; choose bm25 or dense")
 
 
-def mine(pool: Pool, bands: Bands, rng: np.random.Generator, miner: str = "bm25", analyzer: str = "mecab",
+def mine(pool: Pool, bands: Bands, rng: np.random.Generator, *, miner: str = "bm25", analyzer: str = "mecab",
          teacher=None, teacher_ratio: float | None = None, stats=None):
     """Yields (query index, negatives, difficulties) for every query that gets exactly `bands.total` negatives;
     a query that cannot (tiny corpus) is counted in `stats["too_few_negatives"]`, never silently lost."""

@@ -15,9 +15,10 @@ from collections import Counter, defaultdict
 import datasets
 import numpy as np
 
-from builders.base import HANGUL, LATIN, ToolkitBuilder, ToolkitConfig, normalize
-from builders.records import BadRecords, read_json, read_jsonl, read_lines, read_tsv
-from builders.schemas import TERM_PAIR
+from builders.base import LATIN, ToolkitBuilder, ToolkitConfig, normalize
+from builders.contracts import TERM_PAIR, BadRecords, read_jsonl, read_lines
+from builders.records import read_json, read_tsv
+from builders.scripts import SYLLABLE_RE, SYLLABLES, is_syllable
 from builders.sources import locate
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ _EXPLANATION = re.compile(r"[()/\[\]]|\b(someone|something|one's|sb|sth|a kind o
 def krdict_glosses(word: str, meaning: str) -> list[str]:
     """Split krdict's "a; b" glosses and keep translations only: no romanisations of the headword (krdict gives
     those for endings and onomatopoeia), no grammatical endings, no explanatory phrases."""
-    if word.startswith("-") or not HANGUL.search(word):
+    if word.startswith("-") or not SYLLABLE_RE.search(word):
         return []
     roman = {_letters(r) for r in romanize(word)}
     out = []
@@ -128,13 +129,13 @@ def romanize(word: str) -> tuple[str, str]:
     """Revised Romanization, syllable by syllable, two ways: plain final consonants ("gim e") and finals linked
     onto a following vowel ("gi me"); enough to recognise krdict's romanised glosses."""
     plain, linked = [], []
-    syllables = [c for c in word if "\uac00" <= c <= "\ud7a3"]
+    syllables = [c for c in word if is_syllable(c)]
     for i, ch in enumerate(syllables):
-        code = ord(ch) - 0xAC00
+        code = ord(ch) - SYLLABLES[0]
         ini, med, fin = code // 588, (code % 588) // 28, code % 28
         head = _INITIAL[ini].strip("-")
         plain.append(head + _MEDIAL[med] + _FINAL[fin])
-        next_vowel = i + 1 < len(syllables) and (ord(syllables[i + 1]) - 0xAC00) // 588 == 11
+        next_vowel = i + 1 < len(syllables) and (ord(syllables[i + 1]) - SYLLABLES[0]) // 588 == 11
         linked.append(head + _MEDIAL[med] + (_FINAL_LINKED[fin] if next_vowel else _FINAL[fin]))
     return "".join(plain), "".join(linked)
 
@@ -142,7 +143,7 @@ def romanize(word: str) -> tuple[str, str]:
 def clean_pair(ko: str, en: str) -> tuple[str, str] | None:
     """Normalised (ko, en), or None for a pair that is not a Korean term next to an English one."""
     ko, en = normalize(ko), normalize(en).lower()
-    if not HANGUL.search(ko) or not LATIN.search(en) or HANGUL.search(en):
+    if not SYLLABLE_RE.search(ko) or not LATIN.search(en) or SYLLABLE_RE.search(en):
         return None
     if len(ko) > MAX_TERM_CHARS or len(en) > MAX_TERM_CHARS:
         return None
@@ -166,7 +167,7 @@ def collect_term_pairs(data_dir: str | None, sources, bad: BadRecords, extra_jso
             rows[split].append({"ko": pair[0], "en": pair[1], "source": name, "category": category})
             kept += 1
     for path in extra_jsonl:
-        for rec in read_jsonl(path, TERM_PAIR, bad):
+        for rec in read_jsonl(path, TERM_PAIR.fields, bad):  # every field, source and category too
             pair = clean_pair(rec["ko"], rec["en"])
             if pair is None:
                 bad(path, 0, f"not a Korean/English term pair: {rec['ko']!r} / {rec['en']!r}")
@@ -267,4 +268,4 @@ class TermPairs(ToolkitBuilder):
 
     def _generate_examples(self, split):
         for i, row in enumerate(self._rows[split]):
-            yield i, {k: row[k] for k in TERM_PAIR}
+            yield i, {k: row[k] for k in TERM_PAIR.fields}

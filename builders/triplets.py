@@ -18,8 +18,8 @@ import numpy as np
 from builders.base import ToolkitBuilder, ToolkitConfig, normalize, stable_seed
 from builders.corpora import korquad_articles, korquad_questions, msmarco
 from builders.mining import Bands, Pool, mine
-from builders.records import BadRecords, read_csv, read_json, read_jsonl, read_lines, read_tsv
-from builders.schemas import TRIPLET
+from builders.contracts import TRIPLET, BadRecords, read_jsonl, read_lines
+from builders.records import read_csv, read_json, read_tsv
 from builders.sources import locate
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,6 @@ logger = logging.getLogger(__name__)
 TRIPLET_SOURCES = ("korquad", "msmarco_ko", "msmarco_koen", "msmarco_enko", "chatbot_qa", "question_pair", "korsts",
                    "klue_sts", "parallel_news", "parallel_jhe")
 EVAL_SOURCES = ("korquad", "msmarco_ko", "msmarco_koen", "msmarco_enko")
-USER_PAIR = {"query": str, "positive": str}
 MIN_STS_SCORE = 4.0
 
 
@@ -143,8 +142,9 @@ def _msmarco_cross_pool(name: str, split: str, data_dir: str | None, bad: BadRec
 
 
 def user_pool(path: str, bad: BadRecords) -> Pool:
-    """A user's JSONL of {"query","positive"} pairs, mined like any other source."""
-    pairs = [(r["query"], r["positive"]) for r in read_jsonl(path, USER_PAIR, bad)]
+    """A user's JSONL of {"query","positive"} pairs (the triplet contract, negatives left to the miner), mined like
+    any other source."""
+    pairs = [(r["query"], r["positive"]) for r in read_jsonl(path, TRIPLET, bad)]
     return _pair_pool(os.path.splitext(os.path.basename(path))[0], pairs)
 
 
@@ -215,8 +215,8 @@ class Triplets(ToolkitBuilder):
                 stats = Counter()
                 rng = np.random.default_rng(stable_seed(cfg.seed, split, pool.source))
                 count = 0
-                for qi, negatives, difficulty in mine(pool, cfg.bands(), rng, cfg.miner, cfg.analyzer, teacher,
-                                                      cfg.teacher_ratio, stats):
+                for qi, negatives, difficulty in mine(pool, cfg.bands(), rng, miner=cfg.miner, analyzer=cfg.analyzer,
+                                                      teacher=teacher, teacher_ratio=cfg.teacher_ratio, stats=stats):
                     row = {"query": pool.queries[qi], "positive": pool.positives[qi], "negatives": negatives,
                            "difficulty": difficulty, "source": pool.source}
                     queries = [row["query"]] if switcher is None else switcher.variants(row["query"])

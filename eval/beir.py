@@ -2,7 +2,6 @@
 and line: a bad benchmark must fail loudly, not produce plausible wrong numbers."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,12 +10,14 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 
+from builders.contracts import BENCHMARK, BadRecords, RecordError, read_corpus, read_jsonl_lines
+
 logger = logging.getLogger(__name__)
 QRELS_HEADER = ("query-id", "corpus-id", "score")
 
 
-class BenchmarkError(ValueError):
-    """A malformed benchmark file; the message names the file and line."""
+class BenchmarkError(RecordError):
+    """A malformed benchmark file: `BenchmarkError(path, line, message)` (line None: the whole file)."""
 
 
 @dataclass
@@ -58,30 +59,10 @@ class Benchmark:
                          self.query_texts[:max_queries], self.qrels[:max_queries], self.path)
 
 
-def _read_jsonl(path: Path, required: tuple[str, ...]):
+def _existing(path: Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: missing (a BEIR folder has corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BenchmarkError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise BenchmarkError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
-            missing = [key for key in required if key not in record]
-            if missing:
-                raise BenchmarkError(f"{path}:{line_no}: missing field(s) {missing}")
-            record["_id"] = str(record["_id"])
-            yield line_no, record
-
-
-def document_text(title: str, text: str) -> str:
-    """What gets indexed for a corpus record: the title (when present) then the text, as BEIR evaluations do."""
-    title, text = (title or "").strip(), (text or "").strip()
-    return f"{title} {text}" if title else text
+    return path
 
 
 def load_beir(path, split: str = "test", name: Optional[str] = None, include_title: bool = True) -> Benchmark:
@@ -94,36 +75,28 @@ def load_beir(path, split: str = "test", name: Optional[str] = None, include_tit
         found = sorted(p.stem for p in qrels_file.parent.glob("*.tsv")) if qrels_file.parent.is_dir() else []
         raise FileNotFoundError(f"{qrels_file}: missing (qrels splits found: {found or 'none'})")
 
-    corpus_ids, corpus_texts, seen = [], [], {}
-    for line_no, rec in _read_jsonl(corpus_file, ("_id", "text")):
-        if rec["_id"] in seen:
-            raise BenchmarkError(f"{corpus_file}:{line_no}: duplicate _id {rec['_id']!r} (first on line "
-                                 f"{seen[rec['_id']]})")
-        text = document_text(rec.get("title", "") if include_title else "", rec["text"])
-        if not text:
-            raise BenchmarkError(f"{corpus_file}:{line_no}: document {rec['_id']!r} has no text")
-        seen[rec["_id"]] = line_no
-        corpus_ids.append(rec["_id"])
-        corpus_texts.append(text)
+    bad = BadRecords(error=BenchmarkError)
+    corpus_ids, corpus_texts = read_corpus(_existing(corpus_file), include_title, bad)
 
     queries, query_lines = {}, {}
-    for line_no, rec in _read_jsonl(queries_file, ("_id", "text")):
+    for line_no, rec in read_jsonl_lines(_existing(queries_file), BENCHMARK["queries"], bad):
+        rec["_id"] = str(rec["_id"])
         if rec["_id"] in queries:
-            raise BenchmarkError(f"{queries_file}:{line_no}: duplicate _id {rec['_id']!r}")
+            raise BenchmarkError(queries_file, line_no, f"duplicate _id {rec['_id']!r}")
         queries[rec["_id"]] = rec["text"]
         query_lines[rec["_id"]] = line_no
 
-    qrels = _read_qrels(qrels_file, seen, queries)
+    qrels = _read_qrels(qrels_file, set(corpus_ids), queries)
     for qid in qrels:
         if not isinstance(queries[qid], str) or not queries[qid].strip():
-            raise BenchmarkError(f"{queries_file}:{query_lines[qid]}: query {qid!r} is empty")
+            raise BenchmarkError(queries_file, query_lines[qid], f"query {qid!r} is empty")
     answerable = [q for q in queries if any(r > 0 for r in qrels.get(q, {}).values())]
     unanswerable = set(qrels) - set(answerable)
     if unanswerable:
         logger.warning("%s: %d judged queries have no relevant document (relevance > 0) and are not evaluated",
                        qrels_file, len(unanswerable))
     if not answerable:
-        raise BenchmarkError(f"{qrels_file}: no query has a relevant document (relevance > 0)")
+        raise BenchmarkError(qrels_file, None, "no query has a relevant document (relevance > 0)")
     return Benchmark(name or path.name, corpus_ids, corpus_texts, answerable,
                      [queries[q].strip() for q in answerable], [qrels[q] for q in answerable], path)
 
@@ -139,20 +112,20 @@ def _read_qrels(path: Path, corpus: dict, queries: dict) -> dict[str, dict[str, 
             if line_no == 1 and tuple(p.strip() for p in parts) == QRELS_HEADER:
                 continue
             if len(parts) != 3:
-                raise BenchmarkError(f"{path}:{line_no}: expected 3 tab-separated fields (query-id, corpus-id, "
+                raise BenchmarkError(path, line_no, "expected 3 tab-separated fields (query-id, corpus-id, "
                                      f"score), got {len(parts)}: {line!r}")
             qid, did, score = (p.strip() for p in parts)
             try:
                 relevance = int(score)
             except ValueError:
-                raise BenchmarkError(f"{path}:{line_no}: score {score!r} is not an integer") from None
+                raise BenchmarkError(path, line_no, f"score {score!r} is not an integer") from None
             if qid not in queries:
-                raise BenchmarkError(f"{path}:{line_no}: query-id {qid!r} is not in queries.jsonl")
+                raise BenchmarkError(path, line_no, f"query-id {qid!r} is not in queries.jsonl")
             if did not in corpus:
-                raise BenchmarkError(f"{path}:{line_no}: corpus-id {did!r} is not in corpus.jsonl")
+                raise BenchmarkError(path, line_no, f"corpus-id {did!r} is not in corpus.jsonl")
             judged = qrels.setdefault(qid, {})
             if did in judged and judged[did] != relevance:
-                raise BenchmarkError(f"{path}:{line_no}: ({qid!r}, {did!r}) judged twice with different scores")
+                raise BenchmarkError(path, line_no, f"({qid!r}, {did!r}) judged twice with different scores")
             judged[did] = relevance
     return qrels
 

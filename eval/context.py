@@ -22,7 +22,6 @@ hand-written reference words) and `korquad` (built at run time by builders.conte
 eval articles: one noun in sentences of two unrelated articles; references: title and rest of the paragraph)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -30,9 +29,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from builders.contracts import CONTEXT_PAIR, RecordError, check_record, read_jsonl_lines
+
+from .terms import text_bags
+
 HANDWRITTEN = Path(__file__).parent / "context_pairs_handwritten.jsonl"
 SETS = ("handwritten", "korquad")
-_FIELDS = ("phrase", "text_a", "reference_a", "text_b", "reference_b")
 
 
 @dataclass
@@ -44,19 +46,19 @@ class ContextPair:
 
 
 def _pair(rec: dict, where: str) -> ContextPair:
-    for key in _FIELDS:
-        if not isinstance(rec.get(key), str) or not rec[key].strip():
-            raise ValueError(f"{where}: field '{key}' must be a non-empty string")
+    problem = check_record(rec, CONTEXT_PAIR)
+    if problem:
+        raise RecordError(where, None, problem)
     spans = []
     for side in ("a", "b"):
         text, span = rec[f"text_{side}"], rec.get(f"span_{side}")
         if span is None:
             start = text.find(rec["phrase"])
             if start < 0:
-                raise ValueError(f"{where}: field 'text_{side}' does not contain the phrase {rec['phrase']!r}")
+                raise RecordError(where, None, f"field 'text_{side}' does not contain the phrase {rec['phrase']!r}")
             span = (start, start + len(rec["phrase"]))
         if not (isinstance(span, (list, tuple)) and len(span) == 2 and 0 <= span[0] < span[1] <= len(text)):
-            raise ValueError(f"{where}: field 'span_{side}' must be [start, end) inside text_{side}")
+            raise RecordError(where, None, f"field 'span_{side}' must be [start, end) inside text_{side}")
         spans.append(tuple(span))
     return ContextPair(rec["phrase"], (rec["text_a"], rec["text_b"]), tuple(spans),
                        (rec["reference_a"], rec["reference_b"]))
@@ -65,18 +67,9 @@ def _pair(rec: dict, where: str) -> ContextPair:
 def load_context_pairs(path) -> list[ContextPair]:
     """JSONL, one pair a line: phrase, text_a, reference_a, text_b, reference_b (optional span_a / span_b, else
     the phrase's first occurrence)."""
-    pairs = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
-            pairs.append(_pair(rec if isinstance(rec, dict) else {}, f"{path}:{line_no}"))
+    pairs = [_pair(rec, f"{path}:{line_no}") for line_no, rec in read_jsonl_lines(path)]
     if not pairs:
-        raise ValueError(f"{path}: no context pairs")
+        raise RecordError(path, None, "no context pairs")
     return pairs
 
 
@@ -132,14 +125,6 @@ def phrase_expansions(model, texts: Sequence[str], spans: Sequence[tuple[int, in
     return out
 
 
-def reference_bags(model, texts: Sequence[str]) -> np.ndarray:
-    """[texts, vocab] bool: the served ids of each reference text's tokens (no truncation)."""
-    batch = model.tokenizer(list(texts), padding=True, add_special_tokens=False, return_tensors="pt",
-                            return_token_type_ids=False, verbose=False)
-    return (model.token_bag(batch["input_ids"].to(model.device),
-                            batch["attention_mask"].to(model.device)) > 0).cpu().numpy()
-
-
 def context_discrimination(model, pairs: Sequence[ContextPair], top_n: int = 20,
                            batch_size: int = 32) -> dict[str, float]:
     """rate (share of pairs discriminated), swapped_rate (references exchanged: the chance floor),
@@ -149,7 +134,7 @@ def context_discrimination(model, pairs: Sequence[ContextPair], top_n: int = 20,
         raise ValueError("no context pairs to evaluate")
     expansions = [phrase_expansions(model, [p.texts[i] for p in pairs], [p.spans[i] for p in pairs], top_n,
                                     batch_size) for i in (0, 1)]
-    refs = [reference_bags(model, [p.references[i] for p in pairs]) for i in (0, 1)]
+    refs = [text_bags(model, [p.references[i] for p in pairs]) for i in (0, 1)]
     ea, eb = expansions
     rate = float(discriminated(ea, eb, *refs).mean())
     swapped = float(discriminated(ea, eb, refs[1], refs[0]).mean())

@@ -3,6 +3,7 @@ and baselines, so both are measured the same way. Each returns its run too (indi
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -18,35 +19,53 @@ from .seismic_index import SeismicIndex, SeismicOptions
 from .stats import active_terms, sparsity_stats
 
 
+@dataclass
+class IndexOptions:
+    """How the documents are indexed: OpenSearch's ingest pruning (`prune_type`, `prune_ratio`), then the exact
+    SparseIndex (with `opensearch` scoring and `two_phase_ratio` search), or with `seismic` set an approximate
+    SEISMIC index."""
+
+    opensearch: bool = False
+    prune_type: str = "none"
+    prune_ratio: float = 0.0
+    two_phase_ratio: float = 0.0
+    seismic: Optional[SeismicOptions] = None
+
+    def __post_init__(self):
+        if self.seismic is not None and (self.opensearch or self.two_phase_ratio):
+            raise ValueError(f"SEISMIC search takes no exact-index options, got opensearch={self.opensearch}, "
+                             f"two_phase_ratio={self.two_phase_ratio}")
+
+    def build(self, documents: sp.csr_matrix):
+        """(the index, the documents as indexed)."""
+        if self.seismic is not None:
+            documents = prune(documents, self.prune_type, self.prune_ratio)
+            return SeismicIndex(documents, self.seismic), documents
+        index = SparseIndex(documents, opensearch=self.opensearch, prune_type=self.prune_type,
+                            prune_ratio=self.prune_ratio, two_phase_ratio=self.two_phase_ratio)
+        return index, index.documents
+
+
 def evaluate_sparse(benchmark: Benchmark, queries: sp.csr_matrix, documents: sp.csr_matrix,
-                    k_values: Sequence[int], encode_one: Callable[[str], sp.csr_matrix], tokenizer=None,
-                    latency_queries: int = 100, depth: int = 0, seismic: Optional[SeismicOptions] = None,
-                    **index_options):
+                    k_values: Sequence[int], encode_one: Callable[[str], sp.csr_matrix], *, tokenizer=None,
+                    latency_queries: int = 100, depth: int = 0, index: IndexOptions = IndexOptions()):
     """(metrics, {"query": active terms, "doc": active terms}, run); encode_ms / search_ms / latency_ms are the
     median times to encode one query, to search the index for it, and both, over the first latency_queries
     queries. The run is searched to max(k_values, depth), with index -1 where a document shares no term with the
-    query (score 0): a search engine would not return it. `seismic` searches an approximate SEISMIC index
-    (documents pruned first as `index_options` say) instead of the exact SparseIndex."""
-    if seismic is not None:
-        documents = prune(documents, index_options.pop("prune_type", "none"), index_options.pop("prune_ratio", 0.0))
-        if any(index_options.values()):
-            raise ValueError(f"SEISMIC search takes no exact-index options, got {index_options}")
-        index = SeismicIndex(documents, seismic)
-    else:
-        index = SparseIndex(documents, **index_options)
-        documents = index.documents
-    indices, scores = index.search(queries, k=max(*k_values, depth))
+    query (score 0): a search engine would not return it."""
+    searcher, documents = index.build(documents)
+    indices, scores = searcher.search(queries, k=max(*k_values, depth))
     metrics = evaluate_run(benchmark, indices, k_values)
     metrics.update(sparsity_stats(queries, documents, tokenizer))
-    metrics.update(_latency(benchmark, encode_one, lambda q: index.search(q, k=max(k_values)), latency_queries))
+    metrics.update(_latency(benchmark, encode_one, lambda q: searcher.search(q, k=max(k_values)), latency_queries))
     metrics.update(_sizes(benchmark))
     counts = {"query": active_terms(queries), "doc": active_terms(documents)}
     return metrics, counts, (np.where(scores > 0, indices, -1), scores)
 
 
-def run_model(model, benchmark: Benchmark, k_values: Sequence[int], cache_dir: Optional[Path] = None,
+def run_model(model, benchmark: Benchmark, k_values: Sequence[int], *, cache_dir: Optional[Path] = None,
               model_dir: Optional[Path] = None, batch_size: int = 32, latency_queries: int = 100, depth: int = 0,
-              query_top_k: Optional[int] = None, **index_options):
+              query_top_k: Optional[int] = None, index: IndexOptions = IndexOptions()):
     """Encode the corpus (cached) and the queries (each cut to its `query_top_k` largest weights, as a client
     may send fewer tokens to OpenSearch), then evaluate_sparse."""
     docs = encode_cached(model, benchmark.corpus_texts, cache_dir, model_dir=model_dir, batch_size=batch_size)
@@ -56,7 +75,7 @@ def run_model(model, benchmark: Benchmark, k_values: Sequence[int], cache_dir: O
     queries = cut(queries)
     encode_one = lambda text: cut(model.encode([text], is_query=True).matrix)  # noqa: E731
     return evaluate_sparse(benchmark, queries, docs, k_values, encode_one, tokenizer=model.tokenizer,
-                           latency_queries=latency_queries, depth=depth, **index_options)
+                           latency_queries=latency_queries, depth=depth, index=index)
 
 
 def run_bm25(analyzer: str, benchmark: Benchmark, k_values: Sequence[int], latency_queries: int = 100,

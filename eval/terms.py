@@ -2,13 +2,13 @@
 term, activate its English translation, stay out of other languages, and rank the right translation first?"""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
+from builders.contracts import TERM_PAIR, read_jsonl
 from training.data import load_split
 from training.vocab import token_scripts
 
@@ -23,19 +23,7 @@ def load_term_pairs(path, split: str = "test") -> list[dict]:
     `python -m builders build term_pairs` (its `term_pairs` config, `split`)."""
     path = Path(path)
     if path.suffix == ".jsonl":
-        pairs = []
-        with path.open(encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
-                    if not (isinstance(rec, dict) and str(rec.get("ko", "")).strip() and
-                            str(rec.get("en", "")).strip()):
-                        raise ValueError(f"{path}:{line_no}: a term pair needs non-empty 'ko' and 'en'")
-                    pairs.append(rec)
-        return pairs
+        return list(read_jsonl(path, TERM_PAIR))
     import datasets
 
     if path.suffix == ".parquet":
@@ -45,12 +33,17 @@ def load_term_pairs(path, split: str = "test") -> list[dict]:
     return [{"ko": r["ko"], "en": r["en"]} for r in ds]
 
 
+def text_bags(model, texts: Sequence[str]) -> np.ndarray:
+    """[texts, vocab] bool: the served ids of each text's pieces (`SparseEncoder.token_bag`; no truncation, no
+    special tokens)."""
+    batch = model.tokenizer(list(texts), padding=True, add_special_tokens=False, return_tensors="pt",
+                            return_token_type_ids=False, verbose=False)
+    device = getattr(model, "device", "cpu")
+    return (model.token_bag(batch["input_ids"].to(device), batch["attention_mask"].to(device)) > 0).cpu().numpy()
+
+
 def _piece_ids(model, texts: Sequence[str]) -> list[set[int]]:
-    """Each text's pieces as served ids (the id carrying each piece's name; pieces the model never serves dropped)."""
-    canonical = model.canonical_ids.cpu().numpy()
-    served = model.output_mask.cpu().numpy() > 0
-    encoded = model.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    return [{int(c) for c in canonical[ids] if served[c]} if ids else set() for ids in encoded]
+    return [set(np.flatnonzero(bag).tolist()) for bag in text_bags(model, texts)]
 
 
 def _top_ids(matrix: sp.csr_matrix, n: int) -> list[set[int]]:

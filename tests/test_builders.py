@@ -10,8 +10,7 @@ from builders.base import features
 from builders.corpora import KORQUAD_TRAIN_ARTICLES, korquad_articles, korquad_questions, msmarco
 from builders.export import build_and_export
 from builders.mining import Bands, Pool, mine
-from builders.records import BadRecords, RecordError, check_record, read_jsonl
-from builders.schemas import TERM_PAIR, TRIPLET
+from builders.contracts import TERM_PAIR, TRIPLET, BadRecords, RecordError, check_record, read_jsonl
 from builders.term_pairs import TermPairs, clean_pair, krdict_glosses, romanize
 from builders.triplets import Triplets
 
@@ -46,8 +45,8 @@ def test_check_record_names_the_field():
     assert check_record({"query": "q", "docs": ["a"], "scores": [1, 0.5]},
                         {"query": str, "docs": list[str], "scores": list[float]}) is None
     assert "missing field 'docs'" in check_record({"query": "q"}, {"query": str, "docs": list[str]})
-    assert "'scores'" in check_record({"scores": ["x"]}, {"scores": list[float]})
-    assert "expected str" in check_record({"query": 3}, {"query": str})
+    assert check_record({"scores": ["x"]}, {"scores": list[float]}) == "field 'scores[0]' must be a finite number, got 'x'"
+    assert "field 'query' must be a string, got 3" == check_record({"query": 3}, {"query": str})
 
 
 def test_read_jsonl_errors_name_file_and_line(tmp_path):
@@ -104,7 +103,7 @@ def test_clean_pair_normalises():
 def test_term_pairs_split_and_contract(term_pairs_dir, shared_data):
     ds = datasets.load_dataset(term_pairs_dir, "term_pairs")
     assert set(ds) == {"train", "test"}
-    assert ds["train"].column_names == list(TERM_PAIR)
+    assert ds["train"].column_names == list(TERM_PAIR.fields)
     train, test = ds["train"].to_pandas(), ds["test"].to_pandas()
     assert not set(train.ko) & set(test.ko), "a test Korean term leaked into training"
     assert not train.duplicated(["ko", "en"]).any()
@@ -159,7 +158,7 @@ def test_triplets_contract_and_negatives(triplets_dir):
     ds = datasets.load_dataset(triplets_dir, "triplets")
     assert set(ds) == {"train", "validation"}
     train = ds["train"]
-    assert train.column_names == list(TRIPLET)
+    assert train.column_names == list(TRIPLET.fields)
     assert set(train["source"]) == {"korquad", "msmarco_ko", "korsts", "parallel_jhe:ko-en", "parallel_jhe:en-ko"}
     assert len(train) == 40 * 5
     for row in train:

@@ -15,7 +15,7 @@ from builders.corpora import korquad_articles, korquad_questions
 from builders.distillation import Distillation
 from builders.export import build_and_export
 from builders.idf import compute_idf
-from builders.schemas import DISTILLATION
+from builders.contracts import DISTILLATION
 
 
 def read_beir(folder):
@@ -32,7 +32,7 @@ def test_distillation_bm25_scores_match_an_independent_bm25(shared_data, tmp_pat
                               sources=("korquad",), max_per_source=6, docs_per_query=5)
     assert counts == {"train": 6, "validation": 6}
     ds = datasets.load_dataset(str(tmp_path), "distillation", split="train")
-    assert ds.column_names == list(DISTILLATION)
+    assert ds.column_names == list(DISTILLATION.fields)
     paragraphs = list(dict.fromkeys(q[2] for q in korquad_questions(korquad_articles(shared_data, "train"))))
     bm25 = KoreanBM25("mecab").index(paragraphs)
     for row in ds:

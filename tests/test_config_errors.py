@@ -120,9 +120,38 @@ CATALOGUE = {
                                "config error: stopwords_file: file not found: {}"),
     "benchmark missing": (lambda p: (_argv(p, "--eval_benchmark", str(p.tmp / "bench")), p.tmp / "bench"),
                           "config error: eval_benchmark: benchmark folder not found: {}"),
+    # the sources list, entries named by index
+    "source not a mapping": (lambda p: ([_yaml(p, f"sources: [{p.good}]\n")], None),
+                             "config error: sources[0]: expected a mapping such as {{dataset: DIR, config: NAME, "
+                             "weight: 2}}, got str"),
+    "source key misspelt": (lambda p: ([_yaml(p, f"sources:\n  - {{file: {p.good}, wieght: 2}}\n")], None),
+                            "config error: sources[0]: unknown key 'wieght' (did you mean 'weight'?)"),
+    "source weight negative": (
+        lambda p: ([_yaml(p, f"sources:\n  - {{file: {p.good}}}\n  - {{file: {p.good}, weight: -1}}\n")], None),
+        "config error: sources[1].weight must be > 0, got -1"),
+    "source curriculum past the end": (
+        lambda p: ([_yaml(p, f"sources: [{{file: {p.good}, curriculum_start: 1}}]\n")], None),
+        "config error: sources[0].curriculum_start must be in [0, 1), got 1"),
+    "source task unknown": (lambda p: ([_yaml(p, f"sources: [{{file: {p.good}, task: triplet}}]\n")], None),
+                            "config error: sources[0].task must be one of ('distillation', 'term_pairs', 'triplets', "
+                            "'auto'), got 'triplet'"),
+    "source file and dataset": (
+        lambda p: ([_yaml(p, f"sources: [{{file: {p.good}, dataset: data, config: triplets}}]\n")], None),
+        "config error: sources[0]: set one of file (a JSONL file) or dataset (a builders folder or hub id)"),
+    "sources empty": (lambda p: ([_yaml(p, "sources: []\n")], None),
+                      "config error: sources must be a non-empty list of mappings such as {{dataset: DIR, "
+                      "config: NAME}}, got []"),
+    "sources and parallel lists": (
+        lambda p: ([_yaml(p, f"sources: [{{file: {p.good}}}]\nsampling_weight: [2]\n")], None),
+        "config error: sources: give the sources one way, not also as sampling_weight"),
+    "cli sources malformed": (lambda p: (_argv(p, "--sources", "[{file: a"), None),
+                              "config error: --sources: malformed YAML (expected ',' or '}}', but got '<stream end>')"),
+    "source file not found": (lambda p: ([_yaml(p, f"sources: [{{file: {p.tmp / 'gone.jsonl'}}}]\n")],
+                                          p.tmp / "gone.jsonl"),
+                              "data error: training file not found: {}"),
     # settings that do not fit the data or the model
     "no training data": (lambda p: (["--model_name_or_path", p.model, "--output_dir", p.out], None),
-                         "config error: no training data: set train_file or dataset_name"),
+                         "config error: no training data: set sources (or train_file)"),
     "weights per source": (lambda p: (_argv(p, "--sampling_weight", "1", "2"), None),
                            "config error: sampling_weight has 2 entries but there are 1 training sources"),
     "batch larger than the data": (

@@ -89,7 +89,7 @@ def test_malformed_qrels_line(tmp_path, bad_line, message):
 def test_malformed_jsonl_and_missing_files(tmp_path, beir_dir):
     with (beir_dir / "corpus.jsonl").open("a") as f:
         f.write("{not json\n")
-    with pytest.raises(BenchmarkError, match=r"corpus\.jsonl:6: not valid JSON"):
+    with pytest.raises(BenchmarkError, match=r"corpus\.jsonl:6: malformed JSON"):
         load_beir(beir_dir)
     root = write_beir(tmp_path / "dup", corpus=CORPUS + [CORPUS[0]])
     with pytest.raises(BenchmarkError, match=r"corpus\.jsonl:6: duplicate _id 'd1'"):

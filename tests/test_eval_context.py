@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from eval.context import (HANDWRITTEN, ContextPair, context_discrimination, context_pair_set, discriminated,
-                          load_context_pairs, phrase_expansions, reference_bags)
+                          load_context_pairs, phrase_expansions)
+from eval.terms import text_bags
 from training import SparseEncoder
 from tests.tiny import build_tiny_model
 
@@ -59,7 +60,7 @@ def test_noise_differs_everywhere_but_does_not_discriminate(korquad_pairs, korqu
     """Random top-20 expansions (Gaussian noise vectors over the vocabulary): every pair "differs", so a metric
     that only counted differences would give 100%; this one scores chance hits only, exactly as often as with the
     references exchanged (rate_above_chance about 0), and chance is small (3,000 pieces here: about 10%)."""
-    refs = [reference_bags(korquad_model, [p.references[i] for p in korquad_pairs]) for i in (0, 1)]
+    refs = [text_bags(korquad_model, [p.references[i] for p in korquad_pairs]) for i in (0, 1)]
     assert refs[0].sum(-1).mean() > 30  # real paragraphs: many reference pieces a random term could hit
     rng = np.random.default_rng(0)
     rates, swapped = [], []
@@ -189,10 +190,10 @@ def test_handwritten_set_loads():
     ('{"phrase": "사과", "text_a": "사과", "reference_a": "과일", "text_b": "배", "reference_b": "용서"}',
      "pairs.jsonl:2: field 'text_b' does not contain the phrase '사과'"),
     ('{"phrase": "사과", "text_a": "사과", "reference_a": "", "text_b": "사과", "reference_b": "용서"}',
-     "pairs.jsonl:2: field 'reference_a' must be a non-empty string"),
+     "pairs.jsonl:2: field 'reference_a' is an empty text"),
     ('{"phrase": "사과", "text_a": "사과", "span_a": [0, 9], "reference_a": "a", "text_b": "사과", "reference_b": "b"}',
      "pairs.jsonl:2: field 'span_a' must be"),
-    ("not json", "pairs.jsonl:2: not valid JSON"),
+    ("not json", "pairs.jsonl:2: malformed JSON"),
 ])
 def test_bad_pair_lines_name_file_line_and_field(tmp_path, line, message):
     path = tmp_path / "pairs.jsonl"

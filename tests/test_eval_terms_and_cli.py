@@ -25,6 +25,11 @@ class ExpandingModel:
         self.canonical_ids = torch.arange(len(self.tokenizer))  # every id serves its own name
         self.output_mask = torch.ones(len(self.tokenizer))
 
+    def token_bag(self, input_ids, attention_mask):
+        from training.vocab import token_bag
+
+        return token_bag(input_ids, attention_mask, len(self.tokenizer), self.canonical_ids) * self.output_mask
+
     def encode(self, texts, batch_size=32, is_query=False):
         vocab = len(self.tokenizer)
         m = sp.lil_matrix((len(texts), vocab), dtype=np.float32)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from training import losses as L
+from training.arguments import LossArguments
 
 Q = torch.tensor([[1.0, 0.0, 2.0], [0.0, 1.0, 1.0]])
 # two queries x (positive, negative): 4 docs
@@ -143,16 +144,16 @@ def test_sparse_loss_term_pairs_in_logit_and_weight_space():
     en = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])
     batch = {"ko_bag": torch.tensor([[1.0, 0, 0, 0], [0, 1.0, 0, 0]]), "en_bag": torch.tensor([[0, 0, 0, 1.0], [1.0, 0, 0, 0]])}
     w = dict(activation_weight=1.0, preservation_weight=0.5, translation_margin_weight=0.0, flops_doc_weight=0.0)
-    logit = L.SparseLoss(L.LossWeights(**w))("term_pairs", {"ko": ko, "en": en, "ko_logits": logits}, batch)
+    logit = L.SparseLoss(LossArguments(**w))("term_pairs", {"ko": ko, "en": en, "ko_logits": logits}, batch)
     e1 = math.e - 1
     assert logit["preservation"].item() == pytest.approx(((e1 + 1) + (e1 + 4)) / 2)
     assert logit["en_activation"].item() == pytest.approx(((e1 - 0.5) + (e1 - 0.3)) / 2)
     assert logit["dead_en_targets"].item() == 0.0
-    weight = L.SparseLoss(L.LossWeights(**w, term_loss_space="weight"))("term_pairs", {"ko": ko, "en": en}, batch)
+    weight = L.SparseLoss(LossArguments(**w, term_loss_space="weight"))("term_pairs", {"ko": ko, "en": en}, batch)
     assert weight["preservation"].item() == pytest.approx(1.0)
     assert weight["en_activation"].item() == pytest.approx(((1 - math.log1p(0.5)) + (1 - math.log1p(0.3))) / 2)
-    assert L.SparseLoss(L.LossWeights(**w)).logit_groups("term_pairs") == ("ko",)
-    assert L.SparseLoss(L.LossWeights(**w, term_loss_space="weight")).logit_groups("term_pairs") == ()
+    assert L.SparseLoss(LossArguments(**w)).logit_groups("term_pairs") == ("ko",)
+    assert L.SparseLoss(LossArguments(**w, term_loss_space="weight")).logit_groups("term_pairs") == ()
 
 
 def test_lexical_prior_keeps_own_tokens_of_queries_and_documents():
@@ -162,7 +163,7 @@ def test_lexical_prior_keeps_own_tokens_of_queries_and_documents():
             "query_logits": q_logits, "doc_logits": d_logits}
     batch = {"doc_mask": torch.tensor([[True, True]]), "query_bag": torch.tensor([[1.0, 1.0, 0.0]]),
              "doc_bag": torch.tensor([[0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])}
-    weights = L.LossWeights(lexical_weight=0.5, preservation_target=1.0, flops_query_weight=0, flops_doc_weight=0)
+    weights = LossArguments(lexical_weight=0.5, preservation_target=1.0, flops_query_weight=0, flops_doc_weight=0)
     loss = L.SparseLoss(weights)
     assert loss.logit_groups("triplets") == ("query", "doc") and loss.bag_groups("triplets") == ("query", "doc")
     parts = loss("triplets", reps, batch)
@@ -174,7 +175,7 @@ def test_lexical_prior_keeps_own_tokens_of_queries_and_documents():
 
 
 def test_doc_only_loss_skips_query_regularisers():
-    weights = L.LossWeights(flops_query_weight=0.1, l1_query_weight=0.1, flops_doc_weight=0.2)
+    weights = LossArguments(flops_query_weight=0.1, l1_query_weight=0.1, flops_doc_weight=0.2)
     parts = L.SparseLoss(weights, regularise_queries=False)("triplets", {"query": Q, "doc": D}, {"doc_mask": MASK})
     assert "flops_query" not in parts and "l1_query" not in parts and "flops_doc" in parts
     parts = L.SparseLoss(weights)("triplets", {"query": Q, "doc": D}, {"doc_mask": MASK})
@@ -189,7 +190,7 @@ def test_flops_warmup_is_quadratic():
 
 
 def test_sparse_loss_combines_named_parts():
-    weights = L.LossWeights(flops_query_weight=0.1, flops_doc_weight=0.2)
+    weights = LossArguments(flops_query_weight=0.1, flops_doc_weight=0.2)
     loss = L.SparseLoss(weights)
     parts = loss("triplets", {"query": Q, "doc": D}, {"doc_mask": MASK})
     expected = parts["info_nce"] + 0.1 * parts["flops_query"] + 0.2 * parts["flops_doc"]
@@ -198,5 +199,5 @@ def test_sparse_loss_combines_named_parts():
     parts = loss("triplets", {"query": Q, "doc": D}, {"doc_mask": MASK})
     assert parts["loss"].item() == pytest.approx((parts["info_nce"] + 0.5 * (0.1 * parts["flops_query"] + 0.2 * parts["flops_doc"])).item())
     with pytest.raises(ValueError, match="no loss is switched on"):
-        L.SparseLoss(L.LossWeights(ranking_loss="none", flops_query_weight=0, flops_doc_weight=0))(
+        L.SparseLoss(LossArguments(ranking_loss="none", flops_query_weight=0, flops_doc_weight=0))(
             "triplets", {"query": Q, "doc": D}, {"doc_mask": MASK})

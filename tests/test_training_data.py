@@ -3,7 +3,8 @@ import json
 import pytest
 
 from training.arguments import ConfigError, parse_config
-from training.data import BatchSchedule, DataError, Source, SparseCollator, load_sources, read_jsonl
+from builders.contracts import RecordError
+from training.data import BatchSchedule, Source, SourceSpec, SparseCollator, load_sources, read_jsonl
 from tests.tiny import build_tokenizer
 
 
@@ -19,7 +20,7 @@ def test_task_is_inferred_from_fields(tmp_path):
     assert read_jsonl(write_jsonl(tmp_path / "t.jsonl", [TRIPLET]))[0] == "triplets"
     assert read_jsonl(write_jsonl(tmp_path / "d.jsonl", [{"query": "q", "docs": ["a"], "scores": [1]}]))[0] == "distillation"
     assert read_jsonl(write_jsonl(tmp_path / "p.jsonl", [{"ko": "검색", "en": "search"}]))[0] == "term_pairs"
-    with pytest.raises(DataError, match=r"u.jsonl:1: cannot infer the task"):
+    with pytest.raises(RecordError, match=r"u.jsonl:1: cannot infer the task"):
         read_jsonl(write_jsonl(tmp_path / "u.jsonl", [{"text": "x"}]))
 
 
@@ -32,33 +33,33 @@ def test_task_is_inferred_from_fields(tmp_path):
 ])
 def test_bad_triplet_records_name_file_line_field(tmp_path, bad, message):
     path = write_jsonl(tmp_path / "bad.jsonl", [TRIPLET, bad])
-    with pytest.raises(DataError, match=message):
+    with pytest.raises(RecordError, match=message):
         read_jsonl(path)
 
 
 def test_distillation_length_mismatch_and_bad_scores(tmp_path):
     path = write_jsonl(tmp_path / "kd.jsonl", [{"query": "q", "docs": ["a", "b"], "scores": [1.0]}])
-    with pytest.raises(DataError, match=r"kd.jsonl:1: 'scores' has 1 entries but 'docs' has 2"):
+    with pytest.raises(RecordError, match=r"kd.jsonl:1: 'scores' has 1 entries but 'docs' has 2"):
         read_jsonl(path)
     path = write_jsonl(tmp_path / "kd.jsonl", [{"query": "q", "docs": ["a"], "scores": ["x"]}])
-    with pytest.raises(DataError, match=r"kd.jsonl:1: field 'scores\[0\]' must be a finite number"):
+    with pytest.raises(RecordError, match=r"kd.jsonl:1: field 'scores\[0\]' must be a finite number"):
         read_jsonl(path)
 
 
 def test_malformed_json_and_non_utf8(tmp_path):
     path = tmp_path / "broken.jsonl"
     path.write_text(json.dumps(TRIPLET) + "\n{\"query\": \n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"broken.jsonl:2: malformed JSON"):
+    with pytest.raises(RecordError, match=r"broken.jsonl:2: malformed JSON"):
         read_jsonl(path)
     path.write_bytes(json.dumps(TRIPLET).encode() + b"\n" + "{\"query\": \"서울\"}".encode("cp949") + b"\n")
-    with pytest.raises(DataError, match=r"broken.jsonl:2: not valid UTF-8"):
+    with pytest.raises(RecordError, match=r"broken.jsonl:2: not valid UTF-8"):
         read_jsonl(path)
 
 
 def test_given_task_is_enforced(tmp_path):
     path = write_jsonl(tmp_path / "pairs.jsonl", [{"ko": "검색", "en": "search"}])
-    with pytest.raises(DataError, match=r"pairs.jsonl:1: missing field 'query' required for triplets"):
-        load_sources([str(path)], tasks=["triplets"])
+    with pytest.raises(RecordError, match=r"pairs.jsonl:1: missing field 'query' required for triplets"):
+        load_sources([SourceSpec(file=str(path), task="triplets")])
 
 
 def test_unknown_config_key_is_named_with_a_hint(tmp_path):
@@ -140,7 +141,7 @@ def test_shipped_configs_parse(name):
 
     path = os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.yaml")
     model, data, loss, train, _ = parse_config([path], {"use_cpu": True})
-    assert model.model_name_or_path and (data.dataset_name or data.train_file) and train.output_dir
+    assert model.model_name_or_path and data.sources and train.output_dir
 
 
 def _export(folder, rows):
@@ -161,3 +162,35 @@ def test_builder_folders_with_the_same_name_never_share_a_cache(tmp_path):
     assert load_split(str(second), "term_pairs")["ko"] == ["추천", "서울"]
     _export(first, [{"ko": "데이터", "en": "data"}])  # rebuilt in place
     assert load_split(str(first), "term_pairs")["ko"] == ["데이터"]
+
+
+def test_sources_list_and_the_older_parallel_lists_give_the_same_sources(tmp_path, caplog):
+    new = tmp_path / "new.yaml"
+    new.write_text("model_name_or_path: x\nsources:\n  - {file: a.jsonl, task: triplets, weight: 2}\n"
+                   "  - {dataset: data, config: term_pairs, curriculum_start: 0.3}\n", encoding="utf-8")
+    old = tmp_path / "old.yaml"
+    old.write_text("model_name_or_path: x\ntrain_file: a.jsonl\ndataset_name: [data]\ndataset_config_name: "
+                   "[term_pairs]\ntrain_task: [triplets, auto]\nsampling_weight: [2, 1]\ncurriculum_start: [0, 0.3]\n",
+                   encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        _, from_new, _, _, resolved = parse_config([str(new)])
+    assert not caplog.records
+    with caplog.at_level("WARNING"):
+        _, from_old, _, _, _ = parse_config([str(old)])
+    (warning,) = caplog.records
+    assert "deprecated" in warning.getMessage() and "\n" not in warning.getMessage()
+    assert from_new.sources == [SourceSpec(file="a.jsonl", task="triplets", weight=2),
+                                SourceSpec(dataset="data", config="term_pairs", curriculum_start=0.3)]
+    assert [(s.name, s.task in (None, "auto"), s.weight or 1, s.curriculum_start) for s in from_old.sources] == \
+        [(s.name, s.task in (None, "auto"), s.weight or 1, s.curriculum_start) for s in from_new.sources]
+    assert resolved["sources"][1] == {"dataset": "data", "config": "term_pairs", "curriculum_start": 0.3}
+
+
+def test_command_line_sources_replace_the_config_files(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("model_name_or_path: x\nsources: [{dataset: data, config: triplets}]\n", encoding="utf-8")
+    _, data, _, _, _ = parse_config([str(cfg), "--train_file", "mine.jsonl"])
+    assert data.sources == [SourceSpec(file="mine.jsonl")]
+    _, data, _, _, resolved = parse_config([str(cfg), "--sources", "{file: b.jsonl, weight: 3}"])
+    assert data.sources == [SourceSpec(file="b.jsonl", weight=3)]
+    assert resolved["sources"] == [{"file": "b.jsonl", "weight": 3}]

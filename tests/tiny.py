@@ -32,13 +32,21 @@ SENTENCES = [
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def build_tokenizer(vocab_size: int = 600, texts=SENTENCES) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+def build_tokenizer(vocab_size: int = 600, texts=SENTENCES, fixed: bool = False) -> PreTrainedTokenizerFast:
+    """`fixed`: a vocabulary chosen without the WordPiece trainer, whose ties between equally frequent pieces fall
+    differently from run to run: the special tokens, every character (also as a `##` continuation), then the most
+    frequent words (ties alphabetical) up to vocab_size. The same texts always give the same ids."""
+    normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase()])
+    if fixed:
+        tok = Tokenizer(models.WordPiece(vocab=_fixed_vocab(vocab_size, texts, normalizer), unk_token="[UNK]"))
+    else:
+        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizer
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=1)
-    tok.train_from_iterator(list(texts), trainer)
+    if not fixed:
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, min_frequency=1)
+        tok.train_from_iterator(list(texts), trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
@@ -49,13 +57,25 @@ def build_tokenizer(vocab_size: int = 600, texts=SENTENCES) -> PreTrainedTokeniz
     )
 
 
+def _fixed_vocab(vocab_size: int, texts, normalizer) -> dict[str, int]:
+    from collections import Counter
+
+    splitter = pre_tokenizers.BertPreTokenizer()
+    words = Counter(w for t in texts for w, _ in splitter.pre_tokenize_str(normalizer.normalize_str(t)))
+    chars = sorted({c for w in words for c in w})
+    tokens = SPECIAL_TOKENS + chars + [f"##{c}" for c in chars]
+    tokens += [w for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])) if w not in set(tokens)]
+    return {t: i for i, t in enumerate(tokens[:max(vocab_size, len(SPECIAL_TOKENS) + 2 * len(chars))])}
+
+
 def build_tiny_model(out_dir, seed: int = 0, hidden: int = 32, layers: int = 2, dropout: float = 0.1,
-                     texts=SENTENCES, vocab_size: int = 600) -> Path:
-    """Write a tokenizer (trained on `texts`) + random BertForMaskedLM to out_dir and return it."""
+                     texts=SENTENCES, vocab_size: int = 600, fixed_vocab: bool = False) -> Path:
+    """Write a tokenizer (trained on `texts`; `fixed_vocab`: see `build_tokenizer`) + random BertForMaskedLM to
+    out_dir and return it."""
     import torch
 
     out_dir = Path(out_dir)
-    tokenizer = build_tokenizer(vocab_size, texts)
+    tokenizer = build_tokenizer(vocab_size, texts, fixed_vocab)
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,

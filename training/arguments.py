@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import enum
 import difflib
+import enum
+import logging
 import math
 import sys
 from dataclasses import dataclass, field
@@ -15,9 +16,14 @@ from typing import Optional
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
+from builders.contracts import TRAINING_CONTRACTS
+
+from .data import SourceSpec
 from .encoder import MODES
-from .losses import LossWeights
+from .losses import TERM_LOSS_SPACES
 from .vocab import SCRIPTS
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,22 +65,23 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
+    # The training sources are the config's `sources` list (see SourceSpec; `--sources` takes the same list as YAML
+    # on the command line), filled in by parse_config. train_file / dataset_name alone are short forms of it; the
+    # older per-source parallel lists still work, with a deprecation warning.
+    sources: list[SourceSpec] = field(default_factory=list, init=False)
     train_file: Optional[list[str]] = field(default=None, metadata={"help": "JSONL files in the data contracts"})
     dataset_name: Optional[list[str]] = field(default=None, metadata={
         "help": "datasets sources: a builders output folder or a hub id"})
-    dataset_config_name: Optional[list[str]] = None
-    train_task: Optional[list[str]] = field(default=None, metadata={
-        "help": "task per source (triplets, distillation, term_pairs or auto), in train_file then dataset order"})
-    sampling_weight: Optional[list[float]] = field(default=None, metadata={"help": "relative batches per source"})
-    curriculum_start: Optional[list[float]] = field(default=None, metadata={
-        "help": "fraction of each epoch before which a source is not sampled (e.g. term pairs 0, triplets 0.2)"})
+    dataset_config_name: Optional[list[str]] = field(default=None, metadata={"help": "deprecated: use sources"})
+    train_task: Optional[list[str]] = field(default=None, metadata={"help": "deprecated: use sources"})
+    sampling_weight: Optional[list[float]] = field(default=None, metadata={"help": "deprecated: use sources"})
+    curriculum_start: Optional[list[float]] = field(default=None, metadata={"help": "deprecated: use sources"})
     max_seq_length: int = 256
     max_query_length: int = 64
     max_term_length: int = 16
     num_negatives: int = 4
     num_distill_docs: int = 8
     negative_curriculum: bool = field(default=False, metadata={"help": "easy negatives first, then harder"})
-    stopwords_file: Optional[str] = field(default=None, metadata={"help": "one stopword per line (stopword loss)"})
     eval_benchmark: Optional[str] = field(default=None, metadata={
         "help": "BEIR folder evaluated every eval_steps (needs eval_strategy: steps)"})
     eval_max_queries: Optional[int] = None
@@ -87,6 +94,57 @@ class DataArguments:
             _check_range(f"sampling_weight[{i}]", w, "> 0")
         for i, start in enumerate(self.curriculum_start or ()):
             _check_range(f"curriculum_start[{i}]", start, "in [0, 1)")
+
+
+@dataclass
+class LossArguments:
+    """Every loss setting: weights and hyper-parameters (0 switches a loss off) and the loss's own inputs
+    (`stopwords_file`); `SparseLoss.from_args` builds the loss from it. Field names are the config keys. (The IDF
+    that `flops_idf_weighting` reads is the model's: ModelArguments.idf_file.)"""
+
+    ranking_loss: str = "info_nce"  # info_nce | margin | none
+    ranking_weight: float = 1.0
+    ranking_temperature: float = 1.0
+    ranking_margin: float = 1.0
+    distillation_loss: str = "kl"  # kl | margin_mse | none
+    distillation_weight: float = 1.0
+    distillation_temperature: float = 1.0
+    flops_query_weight: float = 5e-4
+    flops_doc_weight: float = 3e-4
+    flops_warmup_steps: int = 0
+    flops_idf_weighting: bool = False
+    l1_query_weight: float = 0.0
+    l1_doc_weight: float = 0.0
+    triplet_margin_weight: float = 0.0
+    triplet_margin: float = 0.2
+    preservation_weight: float = 0.0
+    preservation_target: float = 1.0
+    # Ranking batches: every query's and document's own tokens keep at least preservation_target (a lexical
+    # prior, so exact matches survive expansion).
+    lexical_weight: float = 0.0
+    activation_weight: float = 0.0
+    activation_target: float = 1.0
+    # Where preservation / activation / translation margin act: "logit" (max logits, reaches inactive targets)
+    # or "weight" (the SPLADE weights; kept for comparison).
+    term_loss_space: str = "logit"
+    translation_margin_weight: float = 0.0
+    translation_margin: float = 1.0
+    alignment_weight: float = 0.0
+    non_target_weight: float = 0.0
+    stopword_weight: float = 0.0
+    stopwords_file: Optional[str] = field(default=None, metadata={"help": "one stopword per line (stopword loss)"})
+
+    def __post_init__(self):
+        if self.ranking_loss not in ("info_nce", "margin", "none"):
+            raise ValueError(f"ranking_loss must be info_nce, margin or none, got {self.ranking_loss!r}")
+        if self.distillation_loss not in ("kl", "margin_mse", "none"):
+            raise ValueError(f"distillation_loss must be kl, margin_mse or none, got {self.distillation_loss!r}")
+        if self.term_loss_space not in TERM_LOSS_SPACES:
+            raise ValueError(f"term_loss_space must be one of {TERM_LOSS_SPACES}, got {self.term_loss_space!r}")
+        for f in dataclasses.fields(self):  # numbers: weights, margins, steps >= 0; temperatures and targets > 0
+            if isinstance(f.default, (int, float)) and not isinstance(f.default, bool):
+                _check_range(f.name, getattr(self, f.name), "> 0" if f.name.endswith(("_temperature", "_target"))
+                             else ">= 0")
 
 
 # TrainingArguments accepts these silently; each must be a finite number in its range.
@@ -106,7 +164,7 @@ def _check_range(name: str, value, rule: str) -> None:
         raise ValueError(f"{name} must be {'a finite number ' if not number else ''}{rule}, got {value!r}")
 
 
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, LossWeights, TrainingArguments)
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, LossArguments, TrainingArguments)
 
 
 class ConfigError(ValueError):
@@ -114,20 +172,27 @@ class ConfigError(ValueError):
 
 
 def _known_keys() -> dict[str, type]:
-    return {f.name: cls for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls) if f.init}
+    """Every config key: the dataclasses' fields, and `sources` (read by parse_config itself)."""
+    keys = {f.name: cls for cls in ARGUMENT_CLASSES for f in dataclasses.fields(cls) if f.init}
+    return keys | {"sources": DataArguments}
 
 
 def parse_config(argv: Optional[list[str]] = None, defaults: Optional[dict] = None):
-    """`[CONFIG.yaml] [--key value ...]` -> (ModelArguments, DataArguments, LossWeights, TrainingArguments, resolved).
+    """`[CONFIG.yaml] [--key value ...]` -> (ModelArguments, DataArguments, LossArguments, TrainingArguments, resolved).
 
     `resolved` is the flat dict of every setting the config or the command line gave, written next to the outputs."""
     # One flag style across the CLIs: run_eval.py's `--max-seq-length` spelling is accepted here too.
     argv = [flag_spelling(a, "_") for a in (sys.argv[1:] if argv is None else argv)]
+    argv, cli_sources = _pop_sources(argv)
     values = dict(defaults or {})
     known = _known_keys()
     parser = HfArgumentParser(ARGUMENT_CLASSES, exit_on_error=False)
+    yaml_keys = set()
     if argv and argv[0].endswith((".yaml", ".yml")):
-        values.update(_load_yaml(Path(argv.pop(0)), known, _list_keys(parser)))
+        loaded = _load_yaml(Path(argv.pop(0)), known, _list_keys(parser))
+        yaml_keys = set(loaded)
+        values.update(loaded)
+    yaml_sources = values.pop("sources", None)
     for arg in argv:
         if arg.startswith("--") and arg[2:].split("=")[0] not in known:
             key = arg[2:].split("=")[0]
@@ -151,13 +216,118 @@ def parse_config(argv: Optional[list[str]] = None, defaults: Optional[dict] = No
             _check_range(name, getattr(training_args, name), rule)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+    cli_keys = _cli_keys(argv)
+    given = values | cli_keys
+    try:
+        data_args.sources, sources_value = training_sources(data_args, cli_sources, yaml_sources,
+                                                            cli_lists=[k for k in SOURCE_LISTS if k in cli_keys],
+                                                            yaml_lists=[k for k in SOURCE_LISTS if k in yaml_keys])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     resolved = {"output_dir": training_args.output_dir}
-    given = values | _cli_keys(argv)
     for obj in parsed:  # (never instantiate a second TrainingArguments: it would reset the distributed state)
         for f in dataclasses.fields(obj):
             if f.init and f.name in given:
                 resolved[f.name] = _plain(getattr(obj, f.name))
+    if sources_value is not None:
+        resolved["sources"] = sources_value
     return model_args, data_args, loss_args, training_args, resolved
+
+
+# The older spellings of the sources: one list per setting, parallel to train_file then dataset_name.
+SOURCE_LISTS = ("train_file", "dataset_name", "dataset_config_name", "train_task", "sampling_weight",
+                "curriculum_start")
+PARALLEL_LISTS = SOURCE_LISTS[2:]
+SOURCE_FIELDS = tuple(f.name for f in dataclasses.fields(SourceSpec))
+TASKS = (*sorted(TRAINING_CONTRACTS), "auto")
+
+
+def training_sources(data_args: DataArguments, cli_sources, yaml_sources, cli_lists: list, yaml_lists: list):
+    """(the SourceSpecs of the run, the `sources` value to write back or None). The command line wins: its
+    `--sources` or source lists replace the config file's sources."""
+    if cli_sources is not None and cli_lists:
+        raise ValueError(f"--sources: give the sources one way, not also as --{' --'.join(cli_lists)}")
+    from_cli = cli_sources is not None or bool(cli_lists)
+    if yaml_sources is not None and yaml_lists and not from_cli:
+        raise ValueError(f"sources: give the sources one way, not also as {', '.join(yaml_lists)}")
+    value = cli_sources if from_cli else yaml_sources
+    if value is not None:
+        specs = parse_sources(value)
+        return specs, [value] if isinstance(value, dict) else value
+    deprecated = [k for k in PARALLEL_LISTS if getattr(data_args, k)]
+    if deprecated:
+        logger.warning("%s: per-source parallel lists are deprecated; write sources: [{dataset: DIR, config: NAME, "
+                       "task: ..., weight: ..., curriculum_start: ...}, ...]", ", ".join(deprecated))
+    return sources_from_lists(data_args), None
+
+
+def parse_sources(value) -> list[SourceSpec]:
+    """The `sources` list (one mapping is a one-element list), each entry checked; errors name `sources[i].key`."""
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"sources must be a non-empty list of mappings such as {{dataset: DIR, config: NAME}}, "
+                         f"got {value!r}")
+    specs = []
+    for i, entry in enumerate(value):
+        where = f"sources[{i}]"
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: expected a mapping such as {{dataset: DIR, config: NAME, weight: 2}}, "
+                             f"got {type(entry).__name__}")
+        for key in entry:
+            if key not in SOURCE_FIELDS:
+                hint = difflib.get_close_matches(str(key), SOURCE_FIELDS, n=1)
+                raise ValueError(f"{where}: unknown key '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else
+                                                                    f"; expected {', '.join(SOURCE_FIELDS)}"))
+        if ("file" in entry) == ("dataset" in entry):
+            raise ValueError(f"{where}: set one of file (a JSONL file) or dataset (a builders folder or hub id)")
+        for key in ("file", "dataset", "config"):
+            if key in entry and not (isinstance(entry[key], str) and entry[key].strip()):
+                raise ValueError(f"{where}.{key} must be a path or name, got {entry[key]!r}")
+        if "config" in entry and "file" in entry:
+            raise ValueError(f"{where}.config: a JSONL file has no config; config names a dataset's subset")
+        if entry.get("task") is not None and entry["task"] not in TASKS:
+            raise ValueError(f"{where}.task must be one of {TASKS}, got {entry['task']!r}")
+        _check_range(f"{where}.weight", entry.get("weight"), "> 0")
+        _check_range(f"{where}.curriculum_start", entry.get("curriculum_start"), "in [0, 1)")
+        specs.append(SourceSpec(**{**entry, "curriculum_start": entry.get("curriculum_start") or 0.0}))
+    return specs
+
+
+def sources_from_lists(data_args: DataArguments) -> list[SourceSpec]:
+    """The older parallel lists as SourceSpecs: train files, then datasets; the other lists parallel to that."""
+    files, names = data_args.train_file or [], data_args.dataset_name or []
+    configs = list(data_args.dataset_config_name or [])
+    configs += [None] * (len(names) - len(configs))
+    specs = [SourceSpec(file=f) for f in files] + [SourceSpec(dataset=n, config=c) for n, c in zip(names, configs)]
+    for key, attr in (("train_task", "task"), ("sampling_weight", "weight"), ("curriculum_start", "curriculum_start")):
+        values = getattr(data_args, key)
+        if values and len(values) != len(specs):
+            raise ValueError(f"{key} has {len(values)} entries but there are {len(specs)} training sources")
+        for i, (spec, v) in enumerate(zip(specs, values or ())):
+            if key == "train_task" and v not in TASKS:
+                raise ValueError(f"train_task[{i}] must be one of {TASKS}, got {v!r}")
+            setattr(spec, attr, v)
+    return specs
+
+
+def _pop_sources(argv: list[str]) -> tuple[list[str], object]:
+    """argv without `--sources VALUE` (or `--sources=VALUE`), and VALUE read as YAML (None when absent)."""
+    rest, value = [], None
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--sources" or arg.startswith("--sources="):
+            text = arg.partition("=")[2] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
+            i += 1 if "=" in arg else 2
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"--sources: malformed YAML ({getattr(e, 'problem', None) or e})") from None
+            continue
+        rest.append(arg)
+        i += 1
+    return rest, value
 
 
 def flag_spelling(arg: str, separator: str) -> str:
@@ -196,11 +366,11 @@ def _list_keys(parser: HfArgumentParser) -> set:
     return {a.dest for a in parser._actions if a.nargs in ("+", "*")}
 
 
-def check_paths(model_args: ModelArguments, data_args: DataArguments) -> None:
+def check_paths(model_args: ModelArguments, data_args: DataArguments, loss_args: LossArguments) -> None:
     """The files and folders a run needs exist (checked when a run starts, not when a config is parsed: the
     shipped configs name data that is built later)."""
     check_model_source(model_args.model_name_or_path)
-    for name, path in (("idf_file", model_args.idf_file), ("stopwords_file", data_args.stopwords_file)):
+    for name, path in (("idf_file", model_args.idf_file), ("stopwords_file", loss_args.stopwords_file)):
         if path is not None and not Path(path).is_file():
             raise ConfigError(f"{name}: file not found: {path}")
     if data_args.eval_benchmark is not None and not Path(data_args.eval_benchmark).is_dir():

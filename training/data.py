@@ -6,7 +6,7 @@ same losses on same-shaped tensors (the sparse vectors are gathered across ranks
 from __future__ import annotations
 
 import glob
-import json
+import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -17,95 +17,27 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-# Required fields and their types per task (the data contracts of docs/architecture.md); optional fields are checked if present.
-TASK_FIELDS = {
-    "triplets": {"query": str, "positive": str},
-    "distillation": {"query": str, "docs": list, "scores": list},
-    "term_pairs": {"ko": str, "en": str},
-}
-OPTIONAL_FIELDS = {"triplets": {"negatives": list, "difficulty": list}}
-DIFFICULTIES = ("easy", "medium", "hard")
-
-
-class DataError(ValueError):
-    """A training record that does not follow its contract; the message names file, line and field."""
-
-
-def infer_task(record: dict, where: str) -> str:
-    if {"query", "docs", "scores"} <= record.keys():
-        return "distillation"
-    if {"query", "positive"} <= record.keys():
-        return "triplets"
-    if {"ko", "en"} <= record.keys():
-        return "term_pairs"
-    raise DataError(f"{where}: cannot infer the task from fields {sorted(record)}; expected query+positive "
-                    "(triplets), query+docs+scores (distillation) or ko+en (term_pairs), or set train_task")
-
-
-def _nonempty_text(value, where: str, field: str):
-    if not isinstance(value, str):
-        raise DataError(f"{where}: field '{field}' must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise DataError(f"{where}: field '{field}' is an empty text")
-
-
-def validate_record(record, task: str, where: str) -> None:
-    """Raise DataError naming `where` (file:line) and the field when `record` breaks the task's contract."""
-    if not isinstance(record, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    for field, kind in TASK_FIELDS[task].items():
-        if field not in record or record[field] is None:
-            raise DataError(f"{where}: missing field '{field}' required for {task}")
-        if kind is str:
-            _nonempty_text(record[field], where, field)
-    if task == "distillation":
-        docs, scores = record["docs"], record["scores"]
-        if not isinstance(docs, list) or not docs:
-            raise DataError(f"{where}: field 'docs' must be a non-empty list of texts")
-        for i, doc in enumerate(docs):
-            _nonempty_text(doc, where, f"docs[{i}]")
-        if not isinstance(scores, list) or len(scores) != len(docs):
-            n = len(scores) if isinstance(scores, list) else type(scores).__name__
-            raise DataError(f"{where}: 'scores' has {n} entries but 'docs' has {len(docs)}")
-        for i, s in enumerate(scores):
-            if not isinstance(s, (int, float)) or isinstance(s, bool) or not math.isfinite(s):
-                raise DataError(f"{where}: field 'scores[{i}]' must be a finite number, got {s!r}")
-    if task == "triplets":
-        negatives = record.get("negatives") or []
-        if not isinstance(negatives, list):
-            raise DataError(f"{where}: field 'negatives' must be a list of texts")
-        for i, neg in enumerate(negatives):
-            _nonempty_text(neg, where, f"negatives[{i}]")
-        difficulty = record.get("difficulty")
-        if difficulty is not None and len(difficulty) != len(negatives):
-            raise DataError(f"{where}: 'difficulty' has {len(difficulty)} entries but 'negatives' has {len(negatives)}")
+from builders.contracts import (DIFFICULTIES, TRAINING_CONTRACTS, RecordError, check_record, infer_task,
+                                read_jsonl_lines)
 
 
 def read_jsonl(path, task: Optional[str] = None) -> tuple[str, list[dict]]:
-    """Read and validate a JSONL file; the task is inferred from the first record unless given."""
-    records = []
+    """Read and validate a JSONL training file; the task is inferred from the first record unless given."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training file not found: {path}")
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{where}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: malformed JSON ({e.msg}, column {e.colno})") from None
-            if task is None:
-                task = infer_task(record, where) if isinstance(record, dict) else None
-            validate_record(record, task, where)
-            records.append(record)
-    if not records:
-        raise DataError(f"{path}: no records")
+    lines = read_jsonl_lines(path)
+    first = next(lines, None)
+    if first is None:
+        raise RecordError(path, None, "no records")
+    task = task or infer_task(first[1], f"{path}:{first[0]}")
+    contract = TRAINING_CONTRACTS[task]
+    records = []
+    for number, record in itertools.chain([first], lines):
+        problem = check_record(record, contract)
+        if problem:
+            raise RecordError(path, number, problem)
+        records.append(record)
     return task, records
 
 
@@ -129,11 +61,34 @@ def read_dataset(name: str, config: Optional[str] = None, split: str = "train", 
     label = f"{name}" + (f"[{config}]" if config else "") + f"/{split}"
     records = ds.to_list()
     if not records:
-        raise DataError(f"{label}: no records")
+        raise RecordError(label, None, "no records")
     task = task or infer_task(records[0], f"{label} row 0")
     for i, record in enumerate(records):
-        validate_record(record, task, f"{label} row {i}")
+        problem = check_record(record, TRAINING_CONTRACTS[task])
+        if problem:
+            raise RecordError(f"{label} row {i}", None, problem)
     return task, records
+
+
+@dataclass
+class SourceSpec:
+    """One entry of the config's `sources` list: a JSONL `file`, or a `dataset` (a builders output folder with its
+    `config` name, or a hub id); its `task` (None or "auto": inferred from the first record), its relative share
+    of batches (`weight`; unset counts 1 when another source sets one) and the fraction of each epoch before it
+    is sampled (`curriculum_start`)."""
+
+    file: Optional[str] = None
+    dataset: Optional[str] = None
+    config: Optional[str] = None
+    task: Optional[str] = None
+    weight: Optional[float] = None
+    curriculum_start: float = 0.0
+
+    @property
+    def name(self) -> str:
+        if self.file is not None:
+            return self.file
+        return self.dataset if self.config is None else f"{self.dataset}[{self.config}]"
 
 
 @dataclass
@@ -145,26 +100,16 @@ class Source:
     start: float = 0.0
 
 
-def load_sources(train_files: Sequence[str] = (), dataset_names: Sequence[str] = (),
-                 dataset_configs: Sequence[Optional[str]] = (), tasks: Sequence[str] = (),
-                 weights: Sequence[float] = (), starts: Sequence[float] = ()) -> list[Source]:
-    """Sources in order: train files, then datasets; tasks / weights / starts are parallel to that order."""
-    specs = [("file", f, None) for f in train_files]
-    configs = list(dataset_configs) + [None] * (len(dataset_names) - len(dataset_configs))
-    specs += [("dataset", n, c) for n, c in zip(dataset_names, configs)]
+def load_sources(specs: Sequence[SourceSpec]) -> list[Source]:
+    """Read and validate every source, in the config's order."""
     if not specs:
-        raise ValueError("no training data: set train_file or dataset_name")
-    for label, values in (("train_task", tasks), ("sampling_weight", weights), ("curriculum_start", starts)):
-        if values and len(values) != len(specs):
-            raise ValueError(f"{label} has {len(values)} entries but there are {len(specs)} training sources")
+        raise ValueError("no training data: set sources (or train_file)")
     sources = []
-    for i, (kind, name, config) in enumerate(specs):
-        task = tasks[i] if tasks and tasks[i] != "auto" else None
-        if task is not None and task not in TASK_FIELDS:
-            raise ValueError(f"train_task {task!r} for {name} is not one of {sorted(TASK_FIELDS)}")
-        task, records = read_jsonl(name, task) if kind == "file" else read_dataset(name, config, task=task)
-        sources.append(Source(name if config is None else f"{name}[{config}]", task, records,
-                              weights[i] if weights else None, starts[i] if starts else 0.0))
+    for spec in specs:
+        task = spec.task if spec.task != "auto" else None
+        task, records = read_jsonl(spec.file, task) if spec.file is not None else \
+            read_dataset(spec.dataset, spec.config, task=task)
+        sources.append(Source(spec.name, task, records, spec.weight, spec.curriculum_start))
     return sources
 
 
@@ -241,7 +186,7 @@ class SparseCollator:
     distillation: query + num_distill_docs documents with teacher scores. term_pairs: ko + en terms, padded to
     max_term_length so that every rank's id tensors have one shape."""
 
-    def __init__(self, tokenizer, max_seq_length: int = 256, max_query_length: int = 64, max_term_length: int = 16,
+    def __init__(self, tokenizer, *, max_seq_length: int = 256, max_query_length: int = 64, max_term_length: int = 16,
                  num_negatives: int = 4, num_distill_docs: int = 8, negative_curriculum: bool = False):
         self.tokenizer = tokenizer
         self.max_seq_length = max_seq_length

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from .context_gate import GATE_FILE, ContextGate
-from .fused import mlm_max_logits
+from .fused import mlm_head_name, mlm_max_logits
 from .st_layout import bake_output_mask, model_file, output_mask_in_decoder_bias, read_layout, write_layout
 from .vocab import allowed_vocab_mask, feature_names, served_ids, special_token_ids, token_bag
 
@@ -319,8 +319,7 @@ class SparseEncoder(nn.Module):
         vocabulary projection untouched, and that projection is what SPLADE learns most in)."""
         from peft import LoraConfig, get_peft_model
 
-        head = next(name for name in ("cls", "lm_head") if hasattr(self.mlm, name))
-        cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, modules_to_save=[head],
+        cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, modules_to_save=[mlm_head_name(self.mlm)],
                          target_modules=target_modules or ["query", "key", "value"])
         self.mlm = get_peft_model(self.mlm, cfg)
 

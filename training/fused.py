@@ -124,15 +124,28 @@ def fused_splade_pool(h: torch.Tensor, weight: torch.Tensor, bias, attention_mas
 
 
 # ------------------------------------------------------------------------------------------ masked-LM heads
+def mlm_head_name(mlm: nn.Module) -> str:
+    """The attribute that holds a masked LM's head: `cls` (BERT-style) or `lm_head` (RoBERTa / XLM-R-style)."""
+    for name in ("cls", "lm_head"):
+        if hasattr(mlm, name):
+            return name
+    raise ValueError(f"{type(mlm).__name__} has no masked-LM head (cls or lm_head)")
+
+
+def mlm_head(mlm: nn.Module) -> nn.Module:
+    """A masked LM's head: hidden states -> vocabulary logits."""
+    return getattr(mlm, mlm_head_name(mlm))
+
+
 def mlm_head_parts(mlm: nn.Module):
     """(backbone, transform, decoder Linear) when the MLM's head is transform -> decoder Linear (BERT, RoBERTa,
     XLM-R; the backbone returns hidden states), else None: callers then take the plain logits path."""
     name = type(mlm).__name__
     if name in _BERT_STYLE:
-        head = mlm.cls.predictions
+        head = mlm_head(mlm).predictions
         return mlm.bert, head.transform, head.decoder
     if name in _ROBERTA_STYLE:
-        head = mlm.lm_head
+        head = mlm_head(mlm)
         if not all(hasattr(head, a) for a in ("dense", "layer_norm", "decoder")):
             return None
         from transformers.activations import gelu

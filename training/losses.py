@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .arguments import LossArguments
 
 
 # ------------------------------------------------------------------------------------------------------- ranking
@@ -122,59 +124,6 @@ def cross_lingual_alignment(ko: torch.Tensor, en: torch.Tensor):
 
 
 # ------------------------------------------------------------------------------------------------- combination
-@dataclass
-class LossWeights:
-    """Weights and hyper-parameters of every loss; 0 switches a loss off. Field names are the config keys."""
-
-    ranking_loss: str = "info_nce"  # info_nce | margin | none
-    ranking_weight: float = 1.0
-    ranking_temperature: float = 1.0
-    ranking_margin: float = 1.0
-    distillation_loss: str = "kl"  # kl | margin_mse | none
-    distillation_weight: float = 1.0
-    distillation_temperature: float = 1.0
-    flops_query_weight: float = 5e-4
-    flops_doc_weight: float = 3e-4
-    flops_warmup_steps: int = 0
-    flops_idf_weighting: bool = False
-    l1_query_weight: float = 0.0
-    l1_doc_weight: float = 0.0
-    triplet_margin_weight: float = 0.0
-    triplet_margin: float = 0.2
-    preservation_weight: float = 0.0
-    preservation_target: float = 1.0
-    # Ranking batches: every query's and document's own tokens keep at least preservation_target (a lexical
-    # prior, so exact matches survive expansion).
-    lexical_weight: float = 0.0
-    activation_weight: float = 0.0
-    activation_target: float = 1.0
-    # Where preservation / activation / translation margin act: "logit" (max logits, reaches inactive targets)
-    # or "weight" (the SPLADE weights; kept for comparison).
-    term_loss_space: str = "logit"
-    translation_margin_weight: float = 0.0
-    translation_margin: float = 1.0
-    alignment_weight: float = 0.0
-    non_target_weight: float = 0.0
-    stopword_weight: float = 0.0
-
-    def __post_init__(self):
-        if self.ranking_loss not in ("info_nce", "margin", "none"):
-            raise ValueError(f"ranking_loss must be info_nce, margin or none, got {self.ranking_loss!r}")
-        if self.distillation_loss not in ("kl", "margin_mse", "none"):
-            raise ValueError(f"distillation_loss must be kl, margin_mse or none, got {self.distillation_loss!r}")
-        if self.term_loss_space not in TERM_LOSS_SPACES:
-            raise ValueError(f"term_loss_space must be one of {TERM_LOSS_SPACES}, got {self.term_loss_space!r}")
-        for f in fields(self):  # numbers: weights, margins, steps >= 0; temperatures and targets > 0
-            if isinstance(f.default, bool) or not isinstance(f.default, (int, float)):
-                continue
-            value = getattr(self, f.name)
-            strict = f.name.endswith(("_temperature", "_target"))
-            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not number or value < 0 or (strict and value == 0):
-                raise ValueError(f"{f.name} must be {'a finite number ' if not number else ''}{'> 0' if strict else '>= 0'}, "
-                                 f"got {value!r}")
-
-
 def flops_warmup_scale(step: int, warmup_steps: int) -> float:
     """SPLADE's quadratic warm-up of the regulariser weight: (step / warmup)^2, then 1."""
     if warmup_steps <= 0:
@@ -192,7 +141,7 @@ class SparseLoss:
 
     TASKS = ("triplets", "distillation", "term_pairs")
 
-    def __init__(self, weights: LossWeights, *, non_target_mask: Optional[torch.Tensor] = None,
+    def __init__(self, weights: "LossArguments", *, non_target_mask: Optional[torch.Tensor] = None,
                  stopword_mask: Optional[torch.Tensor] = None, flops_token_weights: Optional[torch.Tensor] = None,
                  regularise_queries: bool = True):
         self.w = weights
@@ -200,7 +149,38 @@ class SparseLoss:
         self.stopword_mask = stopword_mask
         self.flops_token_weights = flops_token_weights
         self.regularise_queries = regularise_queries
-        self.regularizer_scale = flops_warmup_scale(0, weights.flops_warmup_steps)
+        self.set_step(0)
+
+    @classmethod
+    def from_args(cls, args: "LossArguments", model) -> "SparseLoss":
+        """The loss for `model` (a SparseEncoder), with the token sets its settings need built from the model's
+        tokenizer: non-target scripts (`non_target_weight`), the stopwords of `stopwords_file` (`stopword_weight`)
+        and per-token FLOPS weights from the model's IDF (`flops_idf_weighting`). Doc-only models get no query
+        regularisers."""
+        from .vocab import token_scripts
+
+        scripts = token_scripts(model.tokenizer)[: model.vocab_size]
+        non_target = torch.from_numpy((scripts == "other").astype("float32"))
+        stopwords = None
+        if args.stopwords_file:
+            with open(args.stopwords_file, encoding="utf-8") as fh:
+                words = [w.strip() for w in fh if w.strip()]
+            ids = {i for w in words for i in model.tokenizer(w, add_special_tokens=False)["input_ids"]}
+            stopwords = torch.zeros(model.vocab_size)
+            stopwords[list(ids)] = 1.0
+        flops_weights = None
+        if args.flops_idf_weighting:
+            if model.idf is None:
+                raise ValueError("flops_idf_weighting needs an IDF: set idf_file")
+            # Frequent (low-IDF) tokens cost more; mean weight 1 keeps the FLOPS scale comparable.
+            w = 1.0 / (1.0 + model.idf.detach().clamp(min=0))
+            flops_weights = w / w.mean()
+        return cls(args, non_target_mask=non_target, stopword_mask=stopwords, flops_token_weights=flops_weights,
+                   regularise_queries=model.config.mode == "splade")
+
+    def set_step(self, step: int) -> None:
+        """The FLOPS / L1 warm-up at global step `step` (a function of the step, so a resumed run restores it)."""
+        self.regularizer_scale = flops_warmup_scale(step, self.w.flops_warmup_steps)
 
     def logit_groups(self, task: str) -> tuple[str, ...]:
         """Feature groups whose max logits the task's losses read (`{group}_logits` in reps)."""

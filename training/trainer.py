@@ -15,7 +15,7 @@ from transformers import AutoModelForMaskedLM, Trainer, TrainerCallback
 
 from .data import BatchSchedule
 from .encoder import IDF_NAME, SparseEncoder, load_idf
-from .losses import SparseLoss, flops_warmup_scale
+from .losses import SparseLoss
 
 LORA_STATE_NAME = "lora_state.safetensors"
 
@@ -75,7 +75,7 @@ class RegularizerWarmup(TrainerCallback):
         self.loss = loss
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self.loss.regularizer_scale = flops_warmup_scale(state.global_step, self.loss.w.flops_warmup_steps)
+        self.loss.set_step(state.global_step)
 
 
 class SparseTrainer(Trainer):

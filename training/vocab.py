@@ -9,14 +9,11 @@ import unicodedata
 import numpy as np
 import torch
 
+from builders.scripts import is_hangul
+
 SCRIPTS = ("special", "hangul", "latin", "common", "other")
 DEFAULT_ALLOWED_SCRIPTS = ("hangul", "latin", "common")
 _PIECE_MARKERS = ("##", "\u2581", "\u0120")  # WordPiece continuation, SentencePiece word start, byte-BPE space
-
-
-def _is_hangul(ch: str) -> bool:
-    cp = ord(ch)
-    return 0xAC00 <= cp <= 0xD7A3 or 0x1100 <= cp <= 0x11FF or 0x3130 <= cp <= 0x318F or 0xA960 <= cp <= 0xA97F
 
 
 def _is_latin(ch: str) -> bool:
@@ -28,7 +25,7 @@ def piece_script(piece: str) -> str:
     for marker in _PIECE_MARKERS:
         if piece.startswith(marker):
             piece = piece[len(marker):]
-    if any(_is_hangul(ch) for ch in piece):
+    if any(is_hangul(ch) for ch in piece):
         return "hangul"
     if any(_is_latin(ch) for ch in piece):
         return "latin"
@@ -49,6 +46,8 @@ def token_scripts(tokenizer) -> np.ndarray:
 
 
 def special_token_ids(tokenizer) -> set[int]:
+    """The toolkit's one notion of a special token: the tokenizer's special ids and every added token marked
+    special (zero in every output, excluded from scripts, pushed down by a warmed-up head's bias)."""
     ids = set(tokenizer.all_special_ids)
     ids.update(i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(t, "special", False))
     return ids

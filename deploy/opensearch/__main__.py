@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+from builders.contracts import RecordError, read_corpus
+
 from ..features import FIELD_TYPES, encode_features, parse_prune
 from .bodies import index_body, ingest_pipeline_body, neural_sparse_query
 from .client import bulk_index, connect, create_index, deploy_model, put_pipeline, register_model, search
@@ -35,19 +37,11 @@ def _field_map(values):
 
 
 def _read_corpus(path):
-    """BEIR corpus.jsonl ({_id, title, text}); title and text are joined as run_eval.py encodes them."""
-    ids, texts = [], []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                ids.append(str(rec["_id"]))
-                texts.append(" ".join(t for t in (rec.get("title"), rec["text"]) if t))
-            except (json.JSONDecodeError, KeyError) as e:
-                raise SystemExit(f"{path}:{n}: not a corpus record ({e})")
-    return ids, texts
+    """BEIR corpus.jsonl ({_id, title, text}); each text as run_eval.py encodes it (`document_text`)."""
+    try:
+        return read_corpus(path)
+    except (RecordError, OSError) as e:
+        raise SystemExit(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

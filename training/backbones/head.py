@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import torch
 
+from ..fused import mlm_head
+from ..vocab import special_token_ids
+
 CALIBRATION_TEXTS = [
     "서울은 대한민국의 수도이며 한강이 도시를 가로질러 흐른다.",
     "Seoul is the capital of South Korea and the Han River runs through the city.",
@@ -45,7 +48,7 @@ def final_hidden_states(model, tokenizer, texts, max_length: int = 256) -> tuple
 def splade_logits(model, tokenizer, texts, max_length: int = 256) -> torch.Tensor:
     """Max-pooled MLM logits [batch, vocab] over each text's tokens (the SPLADE pooling before log1p/relu)."""
     hidden, mask = final_hidden_states(model, tokenizer, texts, max_length)
-    scores = model.cls(hidden) if hasattr(model, "cls") else model.lm_head(hidden)
+    scores = mlm_head(model)(hidden)
     return scores.masked_fill(~mask[..., None], float("-inf")).amax(1)
 
 
@@ -83,5 +86,5 @@ def init_identity_head(model, tokenizer, texts=CALIBRATION_TEXTS,
     transform.LayerNorm.bias.copy_(-normed.mean(0))
     bias = model.get_output_embeddings().bias
     bias.zero_()
-    bias[tokenizer.all_special_ids] = SPECIAL_TOKEN_BIAS
+    bias[list(special_token_ids(tokenizer))] = SPECIAL_TOKEN_BIAS
     return {"dense_shift": shift, **calibrate_logit_bias(model, tokenizer, texts, terms_per_text)}

@@ -17,7 +17,10 @@ import torch
 from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
-HANGUL = "\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f\ua960-\ua97f\ud7b0-\ud7ff"
+from builders.scripts import HANGUL_CLASS
+
+from ..vocab import special_token_ids
+
 ASCII = "\x21-\x7e"
 # single characters that Korean and English text uses besides letters: Latin-1 punctuation, general punctuation,
 # CJK symbols (「」『』〈〉・) and middle dots
@@ -36,9 +39,9 @@ def _tokenizer_model(tokenizer: PreTrainedTokenizerFast) -> dict:
     return json.loads(tokenizer.backend_tokenizer.to_str())["model"]
 
 
-def special_ids(tokenizer) -> set[int]:
-    added = tokenizer.added_tokens_decoder  # id -> AddedToken, specials and user-added tokens alike
-    return set(tokenizer.all_special_ids) | set(added)
+def kept_ids(tokenizer) -> set[int]:
+    """What a trim always keeps: the special tokens and every added token (user-added ones too)."""
+    return special_token_ids(tokenizer) | set(tokenizer.added_tokens_decoder)
 
 
 def pieces_matching(tokenizer, chars: str, single_chars: str = "") -> list[int]:
@@ -56,9 +59,9 @@ def korean_english_ids(tokenizer, texts: Iterable[str] = (), min_count: int = 2)
     still tokenises without unknowns) + the pieces ``texts`` use at least ``min_count`` times. Script rules alone
     cannot pick English: XLM-R's 83k pure-ASCII pieces cover every Latin-script language, so English (and the
     Hanja, symbols and loanwords Korean text uses) comes from a corpus."""
-    singles = pieces_matching(tokenizer, "\x00", HANGUL + ASCII + PUNCTUATION)
+    singles = pieces_matching(tokenizer, "\x00", HANGUL_CLASS + ASCII + PUNCTUATION)
     used = corpus_ids(tokenizer, texts, min_count)
-    return sorted(set(used) | set(pieces_matching(tokenizer, HANGUL)) | set(singles))
+    return sorted(set(used) | set(pieces_matching(tokenizer, HANGUL_CLASS)) | set(singles))
 
 
 def corpus_ids(tokenizer, texts: Iterable[str], min_count: int = 1, batch_size: int = 1000) -> list[int]:
@@ -72,7 +75,7 @@ def corpus_ids(tokenizer, texts: Iterable[str], min_count: int = 1, batch_size: 
             for ids in tokenizer(batch, add_special_tokens=False)["input_ids"]:
                 counts.update(ids)
             batch = []
-    return sorted(special_ids(tokenizer) | {i for i, c in counts.items() if c >= min_count})
+    return sorted(kept_ids(tokenizer) | {i for i, c in counts.items() if c >= min_count})
 
 
 def _remap_ids(node, old_to_new: dict[int, int]):
@@ -112,7 +115,7 @@ def trim_tokenizer(tokenizer: PreTrainedTokenizerFast, keep_ids: list[int]) -> P
 def trim_vocabulary(model, tokenizer: PreTrainedTokenizerFast, keep_ids: Iterable[int]):
     """Keep only ``keep_ids`` (special tokens are always kept) in the model's embeddings, MLM head and config and in
     the tokenizer; new id = rank of the old id. Returns ``(model, tokenizer)``; the model is modified in place."""
-    keep = sorted(set(keep_ids) | special_ids(tokenizer))
+    keep = sorted(set(keep_ids) | kept_ids(tokenizer))
     if keep[-1] >= len(tokenizer):
         raise ValueError(f"keep id {keep[-1]} outside the tokenizer's {len(tokenizer)} ids")
     old_to_new = {old: new for new, old in enumerate(keep)}

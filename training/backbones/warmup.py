@@ -17,6 +17,7 @@ from datasets import Dataset
 from transformers import (AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
                           TrainingArguments)
 
+from ..fused import mlm_head
 from .corpus import warmup_texts
 from .head import CALIBRATION_TEXTS, calibrate_logit_bias, init_identity_head
 from .trim import korean_english_ids, trim_vocabulary
@@ -28,10 +29,6 @@ PROBE_SENTENCES = [
     "이 영화는 정말 <mask>.",
     "머신러닝은 <mask> 지능의 한 분야이다.",
 ]
-
-
-def mlm_head(model):
-    return model.cls if hasattr(model, "cls") else model.lm_head
 
 
 class MaskedPositionsMLM(torch.nn.Module):
