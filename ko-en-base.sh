@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce the Korean-English model of README "Results": build its data from ../shared/data, train
 # configs/ko-en-base.yaml, and evaluate it against Korean BM25 and the dense teacher (plus their hybrids).
-# On 2 CPU cores: 14 min of data building (the dense teacher scores the distillation lists), 57 min of training and
-# 20 min of evaluation; a GPU shortens the training. Set up the venv first (quickstart.sh does).
+# On 2 CPU cores: 31 min of data building (28 of them the dense teacher scoring distillation lists: KorQuAD
+# paragraphs 13, MS MARCO-ko passages 12), 50-60 min of training and about 20 min of evaluation (the dense baseline
+# embeds every benchmark corpus); a GPU shortens the training. Set up the venv first (quickstart.sh does).
 set -euo pipefail
 cd "$(dirname "$0")"
 DATA_DIR="${DATA_DIR:-../shared/data}"
