@@ -9,6 +9,8 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from builders.ranking import top_k
+
 # E5 was trained with an InfoNCE temperature of 0.01: cosine / 0.01 are the logits it learned to rank with.
 E5_LOGIT_SCALE = 100.0
 
@@ -36,30 +38,12 @@ class DenseTeacher:
             batch = new[start : start + self.batch_size]
             for text, vector in zip(batch, self.model.encode(batch, is_query=is_query)):
                 self._cache[is_query, text] = vector
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            out[i] = self._cache[is_query, text]
-        return out
-
-    def score_pairs(self, left: Sequence[str], right: Sequence[str], symmetric: bool = True) -> np.ndarray:
-        """Cosine of each (left[i], right[i]); `symmetric=False` treats right as passages."""
-        a = self.encode(left, is_query=True)
-        b = self.encode(right, is_query=symmetric)
-        return np.einsum("nd,nd->n", a, b)
-
-    def score_matrix(self, queries: Sequence[str], docs: Sequence[str]) -> np.ndarray:
-        """[n_queries, n_docs] cosine scores (queries as queries, docs as passages)."""
-        return self.encode(queries, is_query=True) @ self.encode(docs, is_query=False).T
+        if not len(texts):
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._cache[is_query, text] for text in texts])
 
     def search(self, queries: Sequence[str], corpus: Sequence[str], k: int = 10, show_progress: bool = False):
         """Exact dense retrieval: (indices [n, k], scores [n, k]), ties broken by lower document index."""
         doc_emb = self.encode(corpus, is_query=False, show_progress=show_progress)
         q_emb = self.encode(queries, is_query=True, show_progress=show_progress)
         return top_k(q_emb @ doc_emb.T, k)
-
-
-def top_k(scores: np.ndarray, k: int):
-    """Row-wise top-k of a [n, m] score matrix, stable (lower index first on ties)."""
-    k = min(k, scores.shape[1])
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return order, np.take_along_axis(scores, order, axis=1)

@@ -18,8 +18,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from builders.bm25 import KoreanBM25
+from builders.ranking import top_k
 
-from .index import _BLOCK_FLOATS, top_k
+from .index import _BLOCK_FLOATS
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .index import _BLOCK_FLOATS, top_k
+from builders.ranking import top_k
+
+from .index import _BLOCK_FLOATS
 
 MIN_SCORE = np.float32(0.001)
 

@@ -7,6 +7,8 @@ from typing import Optional
 import numpy as np
 import scipy.sparse as sp
 
+from builders.ranking import top_k
+
 # OpenSearch's ingest pruning: the one implementation eval and deploy share.
 from training.pruning import PRUNE_TYPES, prune_matrix as prune, validate_prune as check_prune  # noqa: F401
 
@@ -121,33 +123,3 @@ def _row_offsets(indptr: np.ndarray, rows: np.ndarray):
     """(positions in data/indices of the entries of `rows` of a CSR matrix, in row order; each row's length)."""
     starts, lengths = indptr[rows], np.diff(indptr)[rows]
     return np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths - starts, lengths), lengths
-
-
-def top_k(scores: np.ndarray, k: int):
-    """Exact per-row top k of a dense block, score descending then column ascending, without a full sort."""
-    n, m = scores.shape
-    k = min(k, m)
-    rows = np.arange(n)[:, None]
-    if k < m:
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        kth = scores[rows, part].min(axis=1, keepdims=True)
-        if n == 1:  # one query (a search server's case): index arithmetic, no cumulative sum over the corpus
-            row, threshold = scores[0], kth[0, 0]
-            ties = np.flatnonzero(row == threshold)
-            if len(ties) == np.count_nonzero(row[part[0]] == threshold):
-                cols = part  # no document outside the partition ties the k-th score: nothing to arbitrate
-            else:  # of the documents tied with the k-th score, the lowest indices that still fit
-                greater = np.flatnonzero(row > threshold)
-                cols = np.concatenate([greater, ties[:k - len(greater)]])[None, :]
-        else:
-            greater = scores > kth
-            equal = scores == kth
-            # Of the documents tied with the k-th score, take the lowest indices that still fit.
-            room = k - greater.sum(axis=1, keepdims=True)
-            take = greater | (equal & (np.cumsum(equal, axis=1) <= room))
-            cols = np.nonzero(take)[1].reshape(n, k)
-    else:
-        cols = np.broadcast_to(np.arange(m), (n, m))
-    vals = scores[rows, cols]
-    order = np.lexsort((cols, -vals), axis=1)
-    return np.take_along_axis(cols, order, axis=1), np.take_along_axis(vals, order, axis=1)

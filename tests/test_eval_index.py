@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from eval.index import SparseIndex, feature_field_round, top_k
+from builders.ranking import top_k
+from eval.index import SparseIndex, feature_field_round
 
 
 def _random_sparse(rng, n, vocab, density):
