@@ -4,7 +4,7 @@
 Offline: `korquad-dev-ret` (questions of the 40 KorQuAD eval articles over their paragraphs), `msmarco-ko`
 (the 1,000 eval queries over all 5,006 Korean passages), `msmarco-koen` (Korean queries, English passages) and
 `msmarco-enko` (English queries, Korean passages), and `korsts-ret` (KorSTS test: a sentence -> its paraphrase,
-scored >= 4 of 5, among the 1,379 second sentences; a domain ko-en-base holds out of training: image captions,
+scored >= 4 of 5, among the 1,327 distinct second sentences; a domain ko-en-base holds out of training: image captions,
 news headlines, forum posts). With the public files downloaded: `ko-strategyqa` (the
 taeminlee/Ko-StrategyQA BEIR layout, dev qrels) and `miracl-ko` (MIRACL topics / TREC qrels / corpus jsonl)."""
 from __future__ import annotations
