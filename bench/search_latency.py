@@ -109,8 +109,8 @@ def main():
     p.add_argument("--seismic-n-postings", type=int, nargs="+", default=None,
                    help="SEISMIC n_postings per size (default: the library's 3500 at every size)")
     p.add_argument("--seismic-query", nargs="+", default=["5:0.9", "10:0.7", "20:0.7"],
-                   help="SEISMIC query settings QUERY_CUT:HEAP_FACTOR, one row each")
-    swept = ("n_postings", "query_cut", "heap_factor", "num_threads")  # per size / per row / --threads
+                   help="SEISMIC query settings QUERY_CUT:HEAP_FACTOR[:N_KNN], one row each (N_KNN needs --seismic-nknn)")
+    swept = ("n_postings", "query_cut", "heap_factor", "n_knn", "num_threads")  # per size / per row / --threads
     for f in dataclasses.fields(SeismicOptions):
         if f.name not in swept:
             p.add_argument(f"--seismic-{f.name.replace('_', '-')}", dest=f"seismic_{f.name}", type=type(f.default),
@@ -139,7 +139,10 @@ def main():
     passage_terms, query_terms = analyse(bench.corpus_texts), analyse(bench.query_texts[:a.queries])
     vocab = {t: i for i, t in enumerate(sorted({t for terms in passage_terms for t in terms}))}
     passage_ids = [[vocab[t] for t in terms] for terms in passage_terms]
-    seismic_settings = [tuple(float(x) for x in s.split(":")) for s in a.seismic_query]
+    seismic_settings = []
+    for setting in a.seismic_query:
+        cut, heap, *knn = setting.split(":")
+        seismic_settings.append({"query_cut": int(cut), "heap_factor": float(heap), "n_knn": int(knn[0]) if knn else 0})
     n_postings = a.seismic_n_postings or [3500]
     pairs_all = composed_pairs(passages.shape[0], max(a.sizes))
     results = []
@@ -174,13 +177,15 @@ def main():
             index = SeismicIndex(docs, options)
             build = time.perf_counter() - start
             index_mb = round(index.nbytes / 2**20, 1)
-            for query_cut, heap_factor in seismic_settings:
-                index.options = dataclasses.replace(options, query_cut=int(query_cut), heap_factor=heap_factor)
+            for setting in seismic_settings:
+                index.options = dataclasses.replace(options, **setting)
                 timing, found = time_search(lambda q, k: index.search(q, k=k)[0][0], query_rows, a.k)
-                report({"contender": f"seismic_n_postings_{options.n_postings}_cut{int(query_cut)}_heap{heap_factor}",
-                        **base, **timing, "build_s": round(build, 1), "index_mb": index_mb,
+                name = f"seismic_n_postings_{options.n_postings}_cut{setting['query_cut']}_heap{setting['heap_factor']}"
+                if setting["n_knn"]:
+                    name += f"_knn{setting['n_knn']}"
+                report({"contender": name, **base, **timing, "build_s": round(build, 1), "index_mb": index_mb,
                         "recall@10": recall_vs(found, exact_found, a.k), "mean_query_terms": round(float(
-                            np.mean([min(q.nnz, int(query_cut)) for q in query_rows])), 1)})
+                            np.mean([min(q.nnz, setting["query_cut"]) for q in query_rows])), 1)})
             del index
         if "bm25s" not in a.skip:
             start = time.perf_counter()

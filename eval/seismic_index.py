@@ -4,7 +4,9 @@
 SEISMIC keeps each term's `n_postings` highest-weighted documents (static pruning), groups every posting list into
 blocks of similar documents with a summary vector each, and at query time walks the `query_cut` largest query terms,
 skipping a block unless its summary's score exceeds `heap_factor` times the current k-th best score; surviving documents
-are scored exactly from a forward index.
+are scored exactly from a forward index. With a k-NN graph (`nknn` neighbours per document, found at build time with
+the index itself) a search also scores the `n_knn` stored neighbours of the documents it found (the library's
+"pairing clustered inverted indexes with k-NN graphs"): near-duplicates of a hit the pruned posting lists dropped.
 
 Component ids are 16-bit in the library. The index therefore numbers the ids that occur in the corpus densely
 (0 .. n-1, in id order) and translates queries the same way: any vocabulary works as long as at most 65,536 distinct
@@ -38,13 +40,18 @@ class SeismicOptions:
     doc_cut: int = 15  # terms of each document used to cluster the blocks
     query_cut: int = 10  # largest query terms walked
     heap_factor: float = 0.8  # scan a block when its summary score > heap_factor x the k-th best so far; lower: exacter
+    nknn: int = 0  # k-NN graph: neighbours stored per document at build time (0: no graph)
+    n_knn: int = 0  # neighbours of each found document scored at query time (at most nknn)
     num_threads: int = 1  # build and batched search (0: the library's default, all cores)
 
     def __post_init__(self):
-        for name in ("n_postings", "min_cluster_size", "doc_cut", "query_cut"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"seismic {name} must be an integer >= 1, got {value!r}")
+        for name in ("n_postings", "min_cluster_size", "doc_cut", "query_cut", "nknn", "n_knn"):
+            value, low = getattr(self, name), 0 if name in ("nknn", "n_knn") else 1
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ValueError(f"seismic {name} must be an integer >= {low}, got {value!r}")
+        if self.n_knn > self.nknn:
+            raise ValueError(f"seismic n_knn must be <= nknn (the neighbours the graph stores), got {self.n_knn} > "
+                             f"{self.nknn}")
         if not 0 < self.centroid_fraction <= 1:
             raise ValueError(f"seismic centroid_fraction must be in (0, 1], got {self.centroid_fraction}")
         if not 0 < self.summary_energy <= 1:
@@ -58,7 +65,7 @@ class SeismicOptions:
 
     def build_kwargs(self) -> dict:
         kwargs = asdict(self)
-        for name in ("query_cut", "heap_factor"):
+        for name in ("query_cut", "heap_factor", "n_knn"):
             kwargs.pop(name)
         return kwargs
 
@@ -126,11 +133,11 @@ class SeismicIndex:
         o = self.options
         if n == 1:  # a search server's case
             hits = [self._index.search("0", components[0], values[0], k=k, query_cut=o.query_cut,
-                                       heap_factor=o.heap_factor)]
+                                       heap_factor=o.heap_factor, n_knn=o.n_knn)]
         else:
             hits = self._index.batch_search(np.arange(n).astype(str).astype(self._names.dtype),
                                             list(components), list(values), k=k, query_cut=o.query_cut,
-                                            heap_factor=o.heap_factor, num_threads=o.num_threads)
+                                            heap_factor=o.heap_factor, n_knn=o.n_knn, num_threads=o.num_threads)
         for row in hits:  # batched results come in no fixed query order: each hit names its query
             if row:
                 i = int(row[0][0])

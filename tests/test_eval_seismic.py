@@ -112,9 +112,30 @@ def test_short_results_are_padded_and_columns_checked(corpus):
         index.search(sp.csr_matrix((1, docs.shape[1] + 1), dtype=np.float32))
 
 
+def test_knn_graph_recovers_near_duplicates_the_pruned_lists_drop(corpus):
+    """Documents made of two passages (as bench/search_latency.py composes them) share a passage with many others:
+    tight posting lists lose some of a query's best pairs, and scanning the stored neighbours of what was found
+    brings them back. n_knn=0 on an index with a graph searches as the index without one."""
+    docs, queries, _ = corpus
+    rng = np.random.default_rng(0)
+    pairs = rng.integers(0, docs.shape[0], size=(3000, 2))
+    composed = docs[pairs[:, 0]].maximum(docs[pairs[:, 1]]).tocsr()
+    brute = queries.toarray().astype(np.float64) @ composed.toarray().T.astype(np.float64)
+    tight = dict(n_postings=40, query_cut=5, heap_factor=0.9)
+    plain = SeismicIndex(composed, SeismicOptions(**tight))
+    graph = SeismicIndex(composed, SeismicOptions(**tight, nknn=10))
+    without = recall(plain.search(queries, k=K)[0], brute)
+    graph.options = SeismicOptions(**tight, nknn=10, n_knn=10)
+    with_knn = recall(graph.search(queries, k=K)[0], brute)
+    assert with_knn > without + 0.05, (without, with_knn)
+    graph.options = SeismicOptions(**tight, nknn=10, n_knn=0)
+    np.testing.assert_array_equal(graph.search(queries, k=K)[0], plain.search(queries, k=K)[0])
+
+
 @pytest.mark.parametrize("field,value", [("n_postings", 0), ("query_cut", 0), ("query_cut", 2.5),
                                          ("heap_factor", 0.0), ("summary_energy", 1.5),
-                                         ("centroid_fraction", 0.0), ("max_fraction", 0.5), ("num_threads", -1)])
+                                         ("centroid_fraction", 0.0), ("max_fraction", 0.5), ("num_threads", -1),
+                                         ("nknn", -1), ("n_knn", 1)])
 def test_options_are_validated(field, value):
     with pytest.raises(ValueError, match=f"seismic {field}"):
         SeismicOptions(**{field: value})
