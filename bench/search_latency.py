@@ -100,6 +100,8 @@ def main():
     p.add_argument("--model", required=True, help="trained SparseEncoder folder")
     p.add_argument("--benchmark", required=True, help="BEIR folder whose passages and queries are used")
     p.add_argument("--cache-dir", default="outputs/eval/cache", help="encoding cache (run_eval's --cache-dir)")
+    p.add_argument("--max-seq-length", type=int, default=None,
+                   help="passage token limit (default: the model's); run_eval's value reuses its cached encodings")
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--threads", type=int, default=1)
@@ -128,7 +130,8 @@ def main():
 
     print(json.dumps({"load_average_start": load_average()}), flush=True)
     bench = load_beir(a.benchmark)
-    encoder = SparseEncoder.from_pretrained(a.model).eval()
+    overrides = {"max_seq_length": a.max_seq_length} if a.max_seq_length else {}
+    encoder = SparseEncoder.from_pretrained(a.model, **overrides).eval()
     cache = Path(a.cache_dir)
     passages = encode_cached(encoder, bench.corpus_texts, cache, model_dir=Path(a.model))
     queries = encode_cached(encoder, bench.query_texts, cache, is_query=True, model_dir=Path(a.model))
