@@ -2,7 +2,7 @@
 # Reproduce the Korean-English model of README "Results": build its data from ../shared/data, train
 # configs/ko-en-base.yaml, and evaluate it against Korean BM25 and the dense teacher (plus their hybrids).
 # On 2 CPU cores: 38 min of data building (35 of them the dense teacher scoring distillation lists: KorQuAD
-# paragraphs 8, MS MARCO-ko passages 10, ko->en 7.5, en->ko 1, eval splits 8), 55-60 min of training and about 20 min of evaluation (the dense baseline
+# paragraphs 8, MS MARCO-ko passages 10, ko->en 7.5, en->ko 1, eval splits 8), 60-95 min of training (8-13 s a step) and about 20 min of evaluation (the dense baseline
 # embeds every benchmark corpus); a GPU shortens the training. Set up the venv first (quickstart.sh does).
 set -euo pipefail
 cd "$(dirname "$0")"
