@@ -2,8 +2,9 @@
 # Reproduce the Korean-English model of README "Results": build its data from ../shared/data, train
 # configs/ko-en-base.yaml, and evaluate it against Korean BM25 and the dense teacher (plus their hybrids).
 # On 2 CPU cores: 38 min of data building (35 of them the dense teacher scoring distillation lists: KorQuAD
-# paragraphs 8, MS MARCO-ko passages 10, ko->en 7.5, en->ko 1, eval splits 8), 60-95 min of training (8-13 s a step) and about 20 min of evaluation (the dense baseline
-# embeds every benchmark corpus); a GPU shortens the training. Set up the venv first (quickstart.sh does).
+# paragraphs 8, MS MARCO-ko passages 10, ko->en 7.5, en->ko 1, eval splits 8), 60-95 min of training (8-13 s a
+# step) and 20 min of evaluation without the dense baseline (it embeds every benchmark corpus, and adds more); a
+# GPU shortens the training. Set up the venv first (quickstart.sh does).
 set -euo pipefail
 cd "$(dirname "$0")"
 DATA_DIR="${DATA_DIR:-../shared/data}"
@@ -13,8 +14,8 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 TOKENIZERS_P
 OUT=data/ko-en
 build() { [ -f "$OUT/$1/$2/card.md" ] || python -m builders build "$1" --config "$2" --data_dir "$DATA_DIR" --output_dir "$OUT/$1" "${@:3}"; }
 # Teacher: Korean BM25 + dense, min-max normalised per list (OpenSearch's hybrid), so exact matches keep their pull.
-# All four pools, ko->en included (its English passages cost 7.5 min of the teacher on 2 cores; en->ko lists reuse the
-# Korean passages' embeddings): without them cross-lingual retrieval fell from 0.53 to 0.45 (docs/results/experiments.md).
+# All four pools, ko->en included (its English passages cost 7.5 min of the teacher on 2 cores; en->ko lists reuse
+# the Korean passages' embeddings): without them cross-lingual retrieval fell from 0.53 to 0.45 (experiments.md).
 build distillation distillation --set teacher=ensemble
 # KorSTS and KLUE-STS (captions, headlines, forum sentences) stay out of training: korsts-ret is the held-out domain.
 build triplets code_switched --max_per_source 4000 \

@@ -111,7 +111,8 @@ def main():
     p.add_argument("--seismic-n-postings", type=int, nargs="+", default=None,
                    help="SEISMIC n_postings per size (default: the library's 3500 at every size)")
     p.add_argument("--seismic-query", nargs="+", default=["5:0.9", "10:0.7", "20:0.7"],
-                   help="SEISMIC query settings QUERY_CUT:HEAP_FACTOR[:N_KNN], one row each (N_KNN needs --seismic-nknn)")
+                   help="SEISMIC query settings QUERY_CUT:HEAP_FACTOR[:N_KNN], one row each "
+                        "(N_KNN needs --seismic-nknn)")
     swept = ("n_postings", "query_cut", "heap_factor", "n_knn", "num_threads")  # per size / per row / --threads
     for f in dataclasses.fields(SeismicOptions):
         if f.name not in swept:

@@ -48,13 +48,19 @@ def recall(found: np.ndarray, brute: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(e)) / K for f, e in zip(found, exact)]))
 
 
+def assert_exact_top_k(found: np.ndarray, brute: np.ndarray):
+    """The found documents carry the brute-force top-K scores (to the forward index's half precision): a swap at
+    rank K between documents tied within that precision is not a miss."""
+    got = np.sort(np.take_along_axis(brute, found, axis=1), axis=1)[:, ::-1]
+    np.testing.assert_allclose(got, -np.sort(-brute, axis=1)[:, :K], rtol=2e-3)
+
+
 def test_generous_parameters_equal_exact_search(corpus):
     docs, queries, brute = corpus
     index = SeismicIndex(docs, generous(docs.shape[0]))
     indices, scores = index.search(queries, k=K)  # batched
-    assert recall(indices, brute) >= 0.99  # a rank-10 swap between half-precision ties is not a miss; scores:
-    np.testing.assert_allclose(np.sort(np.take_along_axis(brute, indices, axis=1), axis=1)[:, ::-1],
-                               -np.sort(-brute, axis=1)[:, :K], rtol=2e-3)
+    assert recall(indices, brute) >= 0.99
+    assert_exact_top_k(indices, brute)
     # the forward index stores weights in half precision: scores agree to ~1e-3
     np.testing.assert_allclose(scores, np.take_along_axis(brute, indices, axis=1), rtol=2e-3)
     for i in range(0, queries.shape[0], 7):  # one query at a time takes the single-search call
@@ -91,10 +97,7 @@ def test_vocabulary_over_16_bits_is_remapped(corpus):
     wide_queries = sp.vstack([wide_queries, extra], format="csr")  # last query: only terms no document has
     index = SeismicIndex(wide_docs, generous(docs.shape[0]))
     indices, scores = index.search(wide_queries, k=K)
-    # the same top-10 scores as brute force (a swap at rank 10 between documents tied within the forward index's
-    # half precision is not a miss)
-    found = np.sort(np.take_along_axis(brute, indices[:-1], axis=1), axis=1)[:, ::-1]
-    np.testing.assert_allclose(found, -np.sort(-brute, axis=1)[:, :K], rtol=2e-3)
+    assert_exact_top_k(indices[:-1], brute)
     np.testing.assert_array_equal(indices[-1], -1)
     np.testing.assert_array_equal(scores[-1], 0)
 
