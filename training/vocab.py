@@ -12,6 +12,10 @@ import torch
 from builders.scripts import is_hangul
 
 SCRIPTS = ("special", "hangul", "latin", "common", "other")
+# "common" is digits and punctuation; an allowed-scripts list may name either part alone (punctuation-only pieces
+# such as "," or "?" are expansion noise no keyword analyser indexes, digits carry years, sizes and model numbers).
+COMMON_PARTS = ("digits", "punctuation")
+MASK_SCRIPTS = SCRIPTS + COMMON_PARTS
 DEFAULT_ALLOWED_SCRIPTS = ("hangul", "latin", "common")
 _PIECE_MARKERS = ("##", "\u2581", "\u0120")  # WordPiece continuation, SentencePiece word start, byte-BPE space
 
@@ -53,13 +57,25 @@ def special_token_ids(tokenizer) -> set[int]:
     return ids
 
 
+def common_part(piece: str) -> str:
+    """Which part of "common" a common piece is: digits when it holds one, else punctuation."""
+    return "digits" if any(ch.isdigit() for ch in piece) else "punctuation"
+
+
 def allowed_vocab_mask(tokenizer, scripts=DEFAULT_ALLOWED_SCRIPTS) -> torch.Tensor:
-    """Bool [vocab_size]: True where the piece's script is in `scripts` (special tokens are never allowed)."""
-    unknown = set(scripts) - set(SCRIPTS)
+    """Bool [vocab_size]: True where the piece's script (or its part of "common") is in `scripts`; special tokens
+    are never allowed."""
+    unknown = set(scripts) - set(MASK_SCRIPTS)
     if unknown:
-        raise ValueError(f"unknown scripts {sorted(unknown)}; choose from {SCRIPTS}")
+        raise ValueError(f"unknown scripts {sorted(unknown)}; choose from {MASK_SCRIPTS}")
     names = token_scripts(tokenizer)
-    return torch.from_numpy(np.isin(names, list(scripts)) & (names != "special"))
+    allowed = np.isin(names, list(scripts)) & (names != "special")
+    parts = set(scripts) & set(COMMON_PARTS)
+    if parts and "common" not in scripts:
+        for piece, idx in tokenizer.get_vocab().items():
+            if names[idx] == "common" and common_part(piece) in parts:
+                allowed[idx] = True
+    return torch.from_numpy(allowed)
 
 
 def feature_names(tokenizer, vocab_size: int) -> list[str]:
