@@ -68,14 +68,12 @@ def allowed_vocab_mask(tokenizer, scripts=DEFAULT_ALLOWED_SCRIPTS) -> torch.Tens
     unknown = set(scripts) - set(MASK_SCRIPTS)
     if unknown:
         raise ValueError(f"unknown scripts {sorted(unknown)}; choose from {MASK_SCRIPTS}")
+    wanted = set(scripts) | (set(COMMON_PARTS) if "common" in scripts else set())
     names = token_scripts(tokenizer)
-    allowed = np.isin(names, list(scripts)) & (names != "special")
-    parts = set(scripts) & set(COMMON_PARTS)
-    if parts and "common" not in scripts:
-        for piece, idx in tokenizer.get_vocab().items():
-            if names[idx] == "common" and common_part(piece) in parts:
-                allowed[idx] = True
-    return torch.from_numpy(allowed)
+    for piece, idx in tokenizer.get_vocab().items():
+        if names[idx] == "common":
+            names[idx] = common_part(piece)
+    return torch.from_numpy(np.isin(names, list(wanted)) & (names != "special"))
 
 
 def feature_names(tokenizer, vocab_size: int) -> list[str]:
