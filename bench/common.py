@@ -37,13 +37,13 @@ def msmarco_pairs(n: int) -> list[tuple[str, str]]:
 
 def backbone_dir(name: str) -> str:
     """Local HF folder of a backbone. The Korean+English variant is the project's when already built
-    (`resolve_backbone`, which also warms the MLM head up: slow); otherwise the full backbone is trimmed here with
-    the same piece selection, without the warm-up (same shapes, so the same cost per step)."""
-    from training.backbones import default_cache_dir, resolve_backbone
+    (`resolve_backbone`, which also warms the MLM head and top layers up: slow); otherwise the full backbone is
+    trimmed here with the same piece selection, without the warm-up (same shapes, so the same cost per step)."""
+    from training.backbones import default_cache_dir, ko_en_cache_name, resolve_backbone
 
     if name != TRIMMED_BACKBONE:
         return resolve_backbone(name)
-    built = default_cache_dir() / "multilingual-e5-small-ko-en"
+    built = default_cache_dir() / ko_en_cache_name()
     if (built / "config.json").exists():
         return str(built)
     out = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "ko_sparse" / "bench")) / "e5-small-ko-en-trim"

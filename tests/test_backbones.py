@@ -214,3 +214,40 @@ def test_mlm_warmup_trains_head_only_and_reports_accuracy(tiny_model_dir, tmp_pa
     assert torch.equal(model.bert.encoder.layer[0].output.dense.weight, layer0)
     assert torch.equal(model.bert.embeddings.word_embeddings.weight, embeddings)
     assert len(report["after"]["top_predictions"]) == 5 and report["calibration"]["terms_per_text"] > 0
+
+
+def test_warmup_text_never_contains_benchmark_eval_passages(shared_data):
+    """The MLM warm-up (and the vocabulary chosen from its text) must not see the korquad-dev-ret corpus or the
+    passages of the msmarco eval queries; the split is recomputed here from the raw files."""
+    import json
+    import unicodedata
+    from pathlib import Path
+
+    from training.backbones.corpus import warmup_texts
+
+    def key(text):
+        return " ".join(unicodedata.normalize("NFC", text).split())
+
+    root = Path(shared_data)
+    articles = json.loads((root / "korquad_v1" / "KorQuAD_v1.0_dev.json").read_text(encoding="utf-8"))["data"]
+    train_ko = {key(p["context"]) for a in articles[:100] for p in a["paragraphs"]}
+    eval_ko = {key(p["context"]) for a in articles[100:] for p in a["paragraphs"]} - train_ko
+    for name in ("kor", "eng"):
+        records = json.loads((root / "msmarco_ko" / f"msmarco_{name}.json").read_text(encoding="utf-8"))
+        train_passages = {key(p) for r in records[:-1000] for p in r["positive"]}
+        eval_ko |= {key(p) for r in records[-1000:] for p in r["positive"]} - train_passages
+    train, held_out = warmup_texts(shared_data)
+    seen = {key(t) for t in train + held_out}
+    assert len(eval_ko) > 1000 and len(train) > 10000
+    assert not eval_ko & seen, sorted(eval_ko & seen)[:2]
+    assert len(train_ko & seen) > 0.9 * len(train_ko)  # the train side is still used
+
+
+def test_ko_en_cache_folder_changes_with_the_warmup_recipe(monkeypatch):
+    """A cached ko-en backbone built with another recipe must not be served for this one."""
+    from training import backbones
+
+    before = backbones.ko_en_cache_name()
+    assert before == backbones.ko_en_cache_name() and before.startswith("multilingual-e5-small-ko-en-")
+    monkeypatch.setitem(backbones.KO_EN_WARMUP, "train_layers", 0)
+    assert backbones.ko_en_cache_name() != before

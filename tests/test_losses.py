@@ -201,3 +201,27 @@ def test_sparse_loss_combines_named_parts():
     with pytest.raises(ValueError, match="no loss is switched on"):
         L.SparseLoss(LossArguments(ranking_loss="none", flops_query_weight=0, flops_doc_weight=0))(
             "triplets", {"query": Q, "doc": D}, {"doc_mask": MASK})
+
+
+def test_ranking_query_top_k_scores_with_the_top_k_and_regularises_every_term():
+    """Ranking sees each query's k largest weights only; the FLOPS term still reaches the rest."""
+    gen = torch.Generator().manual_seed(0)
+    query = torch.relu(torch.randn(3, 40, generator=gen)).requires_grad_()
+    docs = torch.relu(torch.randn(6, 40, generator=gen))
+    doc_mask = torch.ones(3, 2, dtype=torch.bool)
+    args = LossArguments(ranking_query_top_k=5, flops_query_weight=0.0, flops_doc_weight=0.0)
+    parts = L.SparseLoss(args)("triplets", {"query": query, "doc": docs}, {"doc_mask": doc_mask})
+    # independent: keep the 5 largest of each row by numpy sort, then in-batch softmax cross-entropy
+    q = query.detach().numpy().copy()
+    for row in q:
+        row[np.argsort(row)[:-5]] = 0.0
+    scores = q @ docs.numpy().T
+    expected = np.mean([np.log(np.exp(s).sum()) - s[2 * i] for i, s in enumerate(scores)])
+    assert parts["info_nce"].item() == pytest.approx(expected, rel=1e-5)
+    parts["loss"].backward()
+    outside = torch.from_numpy(q == 0) & (query.detach() > 0)
+    assert outside.any() and (query.grad[outside] == 0).all()  # no ranking support below the top k
+    query.grad = None
+    args = LossArguments(ranking_query_top_k=5, flops_query_weight=1.0, flops_doc_weight=0.0)
+    L.SparseLoss(args)("triplets", {"query": query, "doc": docs}, {"doc_mask": doc_mask})["loss"].backward()
+    assert (query.grad[outside] > 0).all()  # FLOPS pulls them down

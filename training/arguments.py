@@ -116,6 +116,10 @@ class LossArguments:
     flops_idf_weighting: bool = False
     l1_query_weight: float = 0.0
     l1_doc_weight: float = 0.0
+    # Ranking and distillation score documents with each query's k largest weights only (0: all), so the terms
+    # below a query's top k lose the ranking losses' support and the regularisers, which see every term, pull
+    # them to 0: query sparsity that training controls, unlike a search-time cut.
+    ranking_query_top_k: int = 0
     triplet_margin_weight: float = 0.0
     triplet_margin: float = 0.2
     preservation_weight: float = 0.0

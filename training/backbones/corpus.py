@@ -1,15 +1,18 @@
 """Korean and English raw text from the shared data folder, for MLM warm-up and vocabulary selection.
 
-Read directly from the source files (the dataset builders are a later stage). Only passages and sentences are
-used, never benchmark queries. Held-out Korean text for evaluation is every ``HELD_OUT_EVERY``-th KorQuAD
-paragraph and msmarco-ko passage (by position), and never enters training.
+Only passages and sentences are used, never queries, and only the train side of the split the benchmarks obey
+(``builders.corpora``): KorQuAD's eval articles and the MS MARCO eval queries' passages are benchmark corpora, so
+the warm-up (and the vocabulary chosen from its text) never sees them. Held-out Korean text for masked-token
+accuracy is every ``HELD_OUT_EVERY``-th train-side KorQuAD paragraph and msmarco-ko passage (by position), and
+never enters training.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
+
+from builders.corpora import korquad_articles, msmarco
 
 HELD_OUT_EVERY = 10
 DATA_DIR_ENV = "KO_SPARSE_DATA_DIR"
@@ -36,17 +39,14 @@ def read_sources(data_dir: str | Path | None = None) -> dict[str, dict[str, list
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} not found (set {DATA_DIR_ENV} or pass data_dir)")
     out: dict[str, dict[str, list[str]]] = {}
-    korquad = root / "korquad_v1" / "KorQuAD_v1.0_dev.json"
-    if korquad.exists():
-        data = json.loads(korquad.read_text(encoding="utf-8"))["data"]
-        contexts = dict.fromkeys(p["context"] for article in data for p in article["paragraphs"])
+    if (root / "korquad_v1" / "KorQuAD_v1.0_dev.json").exists():
+        contexts = dict.fromkeys(p["context"] for article in korquad_articles(str(root), "train")
+                                 for p in article["paragraphs"])
         out["korquad"] = {"ko": list(contexts), "en": []}
-    msmarco = root / "msmarco_ko"
-    if (msmarco / "msmarco_kor.json").exists():
+    if (root / "msmarco_ko" / "msmarco_kor.json").exists():
         out["msmarco"] = {
-            lang: list(dict.fromkeys(p for rec in json.loads((msmarco / f"msmarco_{name}.json").read_text("utf-8"))
-                                     for p in rec["positive"]))
-            for lang, name in (("ko", "kor"), ("en", "eng")) if (msmarco / f"msmarco_{name}.json").exists()}
+            lang: list(dict.fromkeys(p for rec in msmarco(str(root), name, "train") for p in rec["positive"]))
+            for lang, name in (("ko", "kor"), ("en", "eng")) if (root / "msmarco_ko" / f"msmarco_{name}.json").exists()}
     parallel = {"ko": [], "en": []}
     for ko_file in sorted((root / "ko_en_parallel_jungyeul").glob("*.ko")):
         parallel["ko"] += _lines(ko_file)

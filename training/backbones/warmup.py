@@ -121,7 +121,8 @@ def warmup_mlm(model, tokenizer, train_texts, held_out, output_dir, max_steps: i
 def build_korean_english(model_dir, out_dir, data_dir=None, max_steps: int = 200, train_layers: int = 0,
                          min_count: int = 2, trim: bool = True, held_out_limit: int = 300, **train_kwargs) -> Path:
     """Trim a backbone to Korean+English pieces (Hangul + pieces the shared text uses ``min_count`` times),
-    re-initialise and warm up its head, and save it with ``warmup.json`` (the report) to ``out_dir``."""
+    re-initialise its head, warm it (and the top ``train_layers``) up, and save it with ``warmup.json`` (the report)
+    to ``out_dir``."""
     model = AutoModelForMaskedLM.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     train, held_out = warmup_texts(data_dir)
