@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Reproduce the Korean-English model of README "Results": build its data from ../shared/data, train
 # configs/ko-en-base.yaml, and evaluate it against Korean BM25 and the dense teacher (plus their hybrids).
-# On 2 CPU cores, measured on idle machines: 29.5-37.5 min of data building (most of it the dense teacher scoring
-# distillation lists: KorQuAD paragraphs 5-8, MS MARCO-ko passages 7-10, ko->en 5-7.5, en->ko 1, eval splits 6-8),
-# 49 min of training (360 steps at 8.2 s; 75 at 12.5 s) and 14-20 min of evaluation without the dense baseline (it
+# On 2 CPU cores, measured on idle machines: 17-37.5 min of data building (most of it the dense teacher scoring
+# distillation lists: KorQuAD paragraphs 4-8, MS MARCO-ko passages 4.5-10, ko->en 3-7.5, en->ko 1, eval splits 4-8),
+# 7 min building the backbone on first use, 35-49 min of training (360 steps at 5.8-8.2 s) and 10.6-20 min of
+# evaluation without the dense baseline (it
 # embeds every benchmark corpus, and adds more); a GPU shortens the training. Set up the venv first (quickstart.sh
 # does).
 set -euo pipefail
