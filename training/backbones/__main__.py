@@ -43,9 +43,8 @@ def main(argv=None):
         from .warmup import build_korean_english
 
         out = build_korean_english(
-            resolve_backbone(args.model), args.output_dir, args.data_dir, args.max_steps, args.train_layers,
-            args.min_count, trim=not args.no_trim, batch_size=args.batch_size, max_length=args.max_length,
-            learning_rate=args.learning_rate)
+            resolve_backbone(args.model), args.output_dir, args.data_dir, trim=not args.no_trim,
+            **{key: getattr(args, key) for key in KO_EN_WARMUP})
         report = {"path": str(out), **json.loads((out / "warmup.json").read_text())}
     report["seconds"] = round(time.time() - started, 1)
     print(json.dumps(report, indent=2, ensure_ascii=False))

@@ -33,20 +33,28 @@ def _paragraphs(path: Path, min_chars: int = 20) -> list[str]:
     return [" ".join(b.split()) for b in blocks if len(b.strip()) >= min_chars]
 
 
+def _train_side(read):
+    """The train split ``read()`` returns (``builders.corpora`` owns the paths), or None if its file is absent."""
+    try:
+        return read()
+    except FileNotFoundError:
+        return None
+
+
 def read_sources(data_dir: str | Path | None = None) -> dict[str, dict[str, list[str]]]:
     """{source: {"ko": [...], "en": [...]}} for the sources present in ``data_dir`` (missing ones are skipped)."""
     root = Path(data_dir or default_data_dir())
     if not root.is_dir():
         raise FileNotFoundError(f"data folder {root} not found (set {DATA_DIR_ENV} or pass data_dir)")
     out: dict[str, dict[str, list[str]]] = {}
-    if (root / "korquad_v1" / "KorQuAD_v1.0_dev.json").exists():
-        contexts = dict.fromkeys(p["context"] for article in korquad_articles(str(root), "train")
-                                 for p in article["paragraphs"])
-        out["korquad"] = {"ko": list(contexts), "en": []}
-    if (root / "msmarco_ko" / "msmarco_kor.json").exists():
-        out["msmarco"] = {
-            lang: list(dict.fromkeys(p for rec in msmarco(str(root), name, "train") for p in rec["positive"]))
-            for lang, name in (("ko", "kor"), ("en", "eng")) if (root / "msmarco_ko" / f"msmarco_{name}.json").exists()}
+    korquad = _train_side(lambda: korquad_articles(str(root), "train"))
+    if korquad is not None:
+        out["korquad"] = {"ko": list(dict.fromkeys(p["context"] for a in korquad for p in a["paragraphs"])), "en": []}
+    passages = {lang: _train_side(lambda name=name: msmarco(str(root), name, "train"))
+                for lang, name in (("ko", "kor"), ("en", "eng"))}
+    if passages["ko"] is not None:
+        out["msmarco"] = {lang: list(dict.fromkeys(p for rec in recs for p in rec["positive"]))
+                          for lang, recs in passages.items() if recs is not None}
     parallel = {"ko": [], "en": []}
     for ko_file in sorted((root / "ko_en_parallel_jungyeul").glob("*.ko")):
         parallel["ko"] += _lines(ko_file)

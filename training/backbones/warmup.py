@@ -18,6 +18,7 @@ from transformers import (AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLa
                           TrainingArguments)
 
 from ..fused import mlm_head
+from . import KO_EN_WARMUP
 from .corpus import warmup_texts
 from .head import CALIBRATION_TEXTS, calibrate_logit_bias, init_identity_head
 from .trim import korean_english_ids, trim_vocabulary
@@ -118,11 +119,13 @@ def warmup_mlm(model, tokenizer, train_texts, held_out, output_dir, max_steps: i
     return report
 
 
-def build_korean_english(model_dir, out_dir, data_dir=None, max_steps: int = 200, train_layers: int = 0,
-                         min_count: int = 2, trim: bool = True, held_out_limit: int = 300, **train_kwargs) -> Path:
+def build_korean_english(model_dir, out_dir, data_dir=None, trim: bool = True, held_out_limit: int = 300,
+                         **recipe) -> Path:
     """Trim a backbone to Korean+English pieces (Hangul + pieces the shared text uses ``min_count`` times),
     re-initialise its head, warm it (and the top ``train_layers``) up, and save it with ``warmup.json`` (the report)
-    to ``out_dir``."""
+    to ``out_dir``. ``recipe`` overrides keys of ``KO_EN_WARMUP``."""
+    recipe = {**KO_EN_WARMUP, **recipe}
+    min_count = recipe.pop("min_count")
     model = AutoModelForMaskedLM.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     train, held_out = warmup_texts(data_dir)
@@ -132,8 +135,7 @@ def build_korean_english(model_dir, out_dir, data_dir=None, max_steps: int = 200
     head = init_identity_head(model, tokenizer)
     out_dir = Path(out_dir)
     report = {"vocab_size": len(tokenizer), "head_init": head, "held_out_texts": len(held_out),
-              **warmup_mlm(model, tokenizer, train, held_out, out_dir / "trainer", max_steps, train_layers,
-                           **train_kwargs)}
+              **warmup_mlm(model, tokenizer, train, held_out, out_dir / "trainer", **recipe)}
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     (out_dir / "warmup.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
