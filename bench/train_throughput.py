@@ -58,7 +58,7 @@ def run_sparse_trainer(model_dir, pairs, a, tmp):
             "--max_seq_length", str(a.max_length), "--max_query_length", str(a.max_length), "--num_negatives", "0",
             "--flops_query_weight", str(QUERY_FLOPS), "--flops_doc_weight", str(DOC_FLOPS), "--learning_rate", str(LR),
             "--save_strategy", "no", "--report_to", "none", "--logging_steps", "1000", "--disable_tqdm", "true",
-            "--optim", a.optim, "--dataloader_num_workers", str(a.workers)]
+            "--optim", a.optim, "--dataloader_num_workers", str(a.workers), "--bf16", str(a.precision == "bf16")]
     trainer, _ = build_trainer(argv)
     trainer.model.fused_pooling = a.pooling == "fused"
     timer = StepTimes()
@@ -108,7 +108,8 @@ def run_sentence_transformers(model_dir, pairs, a, tmp):
     dataset = Dataset.from_dict({"query": [q for q, _ in pairs], "positive": [p for _, p in pairs]})
     args = SparseEncoderTrainingArguments(
         output_dir=str(Path(tmp) / "out"), per_device_train_batch_size=a.batch, max_steps=a.warmup + a.steps,
-        learning_rate=LR, save_strategy="no", report_to="none", logging_steps=1000, disable_tqdm=True, use_cpu=True)
+        learning_rate=LR, save_strategy="no", report_to="none", logging_steps=1000, disable_tqdm=True, use_cpu=True,
+        bf16=a.precision == "bf16")
     timer = StepTimes()
     trainer = SparseEncoderTrainer(model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[timer])
     trainer.train()
@@ -126,7 +127,8 @@ def run_textbook(model_dir, pairs, a, tmp):
 
     def encode(texts):
         f = tok(texts, padding=True, truncation=True, max_length=a.max_length, return_tensors="pt")
-        logits = model(input_ids=f["input_ids"], attention_mask=f["attention_mask"]).logits
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+            logits = model(input_ids=f["input_ids"], attention_mask=f["attention_mask"]).logits.float()
         return (torch.log1p(torch.relu(logits)) * f["attention_mask"].unsqueeze(-1)).amax(dim=1)
 
     times = []
@@ -159,8 +161,8 @@ def worker(a) -> dict:
     from transformers import AutoConfig
 
     result = {"contender": a.contender, "backbone": a.backbone, "vocab": AutoConfig.from_pretrained(model_dir).vocab_size,
-              "threads": a.threads, "batch_pairs": a.batch, "max_length": a.max_length, "timed_steps": len(timed),
-              "step_s": round(step, 4), "pairs_per_s": round(a.batch / step, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
+              "threads": a.threads, "precision": a.precision, "batch_pairs": a.batch, "max_length": a.max_length,
+              "timed_steps": len(timed), "step_s": round(step, 4), "pairs_per_s": round(a.batch / step, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
     if a.contender == "sparse_trainer":
         result.update(pooling=a.pooling, optim=a.optim, workers=a.workers)
     return result
@@ -175,14 +177,14 @@ def summary(results: list[dict], threads: int) -> dict:
         return None
 
     out = {"threads": threads, "load_average": load_average()}
-    ours = get("sparse_trainer", "trimmed", pooling="fused", optim="adamw_torch_fused", workers=0)
+    ours = get("sparse_trainer", "trimmed", pooling="fused", optim="adamw_torch_fused", workers=0, precision="fp32")
     st_trim, st_full = get("sentence_transformers", "trimmed"), get("sentence_transformers", "full")
     if ours and st_trim:
         out["speedup_vs_st"] = round(st_trim["step_s"] / ours["step_s"], 3)
     if ours and st_full:
         out["default_speedup_vs_st"] = round(st_full["step_s"] / ours["step_s"], 3)
         out["default_memory_ratio_vs_st"] = round(ours["peak_rss_mb"] / st_full["peak_rss_mb"], 3)
-    ours_full = get("sparse_trainer", "full", pooling="fused", optim="adamw_torch_fused", workers=0)
+    ours_full = get("sparse_trainer", "full", pooling="fused", optim="adamw_torch_fused", workers=0, precision="fp32")
     if ours_full and st_full:
         out["full_vocab_speedup_vs_st"] = round(st_full["step_s"] / ours_full["step_s"], 3)
         out["full_vocab_memory_ratio_vs_st"] = round(ours_full["peak_rss_mb"] / st_full["peak_rss_mb"], 3)
@@ -198,7 +200,8 @@ def main():
     p.add_argument("--backbones", nargs="+", default=["trimmed", "full"])
     p.add_argument("--contenders", nargs="+", default=list(CONTENDERS))
     p.add_argument("--ablations", action="store_true",
-                   help="also run SparseTrainer with max-first pooling (no fusion), non-fused AdamW, a loader worker")
+                   help="also run SparseTrainer with max-first pooling (no fusion), non-fused AdamW, a loader worker, "
+                        "bf16 autocast")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--max_length", type=int, default=64)
     p.add_argument("--steps", type=int, default=15)
@@ -206,6 +209,8 @@ def main():
     p.add_argument("--pooling", choices=["fused", "max_first"], default="fused")
     p.add_argument("--optim", default="adamw_torch_fused")
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: autocast matrix products to bfloat16 (fp32 master weights); needs AVX512-BF16 or AMX")
     p.add_argument("--profile", action="store_true")
     a = p.parse_args()
     if a.worker or a.profile:
@@ -216,15 +221,18 @@ def main():
     for threads in a.threads:
         for backbone in a.backbones:
             for contender in a.contenders:
-                configs.append({"contender": contender, "backbone": backbone, "threads": threads})
+                configs.append({"contender": contender, "backbone": backbone, "threads": threads,
+                                "precision": a.precision})
             if a.ablations and backbone == "trimmed" and "sparse_trainer" in a.contenders:
-                for ablation in ({"pooling": "max_first"}, {"optim": "adamw_torch"}, {"workers": 1}):
-                    configs.append({"contender": "sparse_trainer", "backbone": backbone, "threads": threads, **ablation})
+                for ablation in ({"pooling": "max_first"}, {"optim": "adamw_torch"}, {"workers": 1},
+                                 {"precision": "bf16"}):
+                    configs.append({"contender": "sparse_trainer", "backbone": backbone, "threads": threads,
+                                    "precision": a.precision, **ablation})
     extra = [f"--batch={a.batch}", f"--max_length={a.max_length}", f"--steps={a.steps}", f"--warmup={a.warmup}"]
     print(json.dumps({"load_average_start": load_average()}), flush=True)
     results = run_configs(__file__, configs, extra)
-    print(markdown_table(results, ["contender", "backbone", "vocab", "threads", "pooling", "optim", "workers",
-                                   "step_s", "pairs_per_s", "peak_rss_mb"]))
+    print(markdown_table(results, ["contender", "backbone", "vocab", "threads", "precision", "pooling", "optim",
+                                   "workers", "step_s", "pairs_per_s", "peak_rss_mb"]))
     print(json.dumps(summary(results, max(a.threads))), flush=True)
 
 

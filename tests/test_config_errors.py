@@ -132,6 +132,9 @@ CATALOGUE = {
     "source curriculum past the end": (
         lambda p: ([_yaml(p, f"sources: [{{file: {p.good}, curriculum_start: 1}}]\n")], None),
         "config error: sources[0].curriculum_start must be in [0, 1), got 1"),
+    "source batch size zero": (lambda p: ([_yaml(p, f"sources: [{{file: {p.good}, batch_size: 0}}]\n")], None),
+                               "config error: sources[0].batch_size must be a whole number >= 1 (rows per device), "
+                               "got 0"),
     "source task unknown": (lambda p: ([_yaml(p, f"sources: [{{file: {p.good}, task: triplet}}]\n")], None),
                             "config error: sources[0].task must be one of ('distillation', 'term_pairs', 'triplets', "
                             "'auto'), got 'triplet'"),

@@ -76,6 +76,33 @@ def test_two_ranks_on_real_text_match_one_process(real_setup, tmp_path):
         assert values("single") and values("ddp") == pytest.approx(values("single"), rel=1e-5), key
 
 
+@pytest.mark.slow
+def test_a_source_with_its_own_batch_size_trains_on_two_ranks_as_on_one(real_setup, tmp_path):
+    """Term pairs at 8 a step (4 per rank) beside triplets and lists at 4 (2 per rank): every rank's gather must
+    use the batch's own rows per rank, not the trainer's per-device batch size."""
+    root, args = real_setup
+    files = [a for a in args if a.endswith(".jsonl")]
+    rest = [a for a in args if a not in files and a != "--train_file"]
+
+    def sources(term_rows):
+        return ["--sources", "[" + ", ".join(f"{{file: {f}" + (f", batch_size: {term_rows}}}" if "terms" in f else "}")
+                                            for f in files) + "]"]
+
+    single = worker(tmp_path / "single", [*rest, *sources(8), "--output_dir", str(tmp_path / "s"),
+                                          "--per_device_train_batch_size", "4"])
+    assert single.returncode == 0, single.stderr[-3000:]
+    ddp = worker(tmp_path / "ddp", [*rest, *sources(4), "--output_dir", str(tmp_path / "d"),
+                                    "--per_device_train_batch_size", "2"], nproc=2)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    one, r0, r1 = (torch.load(tmp_path / d / f"rank{r}.pt", weights_only=True)
+                   for d, r in (("single", 0), ("ddp", 0), ("ddp", 1)))
+    assert all(torch.equal(r0[k], r1[k]) for k in r0), "ranks diverged"
+    assert max((one[k] - r0[k]).abs().max().item() for k in one) < 1e-5
+    logs = {d: [l for l in json.load(open(tmp_path / d / "log0.json")) if "loss" in l] for d in ("single", "ddp")}
+    assert any("en_activation" in l for l in logs["single"])  # a term-pair batch ran
+    assert [l["loss"] for l in logs["ddp"]] == pytest.approx([l["loss"] for l in logs["single"]], rel=1e-5)
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

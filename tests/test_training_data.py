@@ -113,6 +113,29 @@ def test_schedule_weights_and_curriculum_start():
     assert "term_pairs" not in tasks[: len(tasks) // 2]
 
 
+def test_schedule_source_batch_size_sets_its_rows_and_rank_slices():
+    def sources(term_rows):
+        a, b = make_sources(12, 20)
+        b.batch_size = term_rows  # per device; the triplets keep the trainer's batch size
+        return [a, b]
+
+    one = BatchSchedule(sources(5), per_device_batch_size=2, world_size=1, seed=4)
+    sizes = {(one[i]["task"], len(one[i]["records"]), one[i]["rows_per_rank"]) for i in range(len(one))}
+    assert sizes == {("triplets", 2, 2), ("term_pairs", 5, 5)}
+    assert len(one) == 12 // 2 + 20 // 5  # each source's natural count uses its own batch
+    assert len({r["ko"] for i in range(len(one)) if one[i]["task"] == "term_pairs" for r in one[i]["records"]}) == 20
+    with pytest.raises(ValueError, match=r"b: 20 records is fewer than one global batch \(30 = 15 per device x 2\)"):
+        BatchSchedule(sources(15), per_device_batch_size=1, world_size=2)
+    # the same global batches (triplets 2, term pairs 10) as one process or split over 2 ranks
+    whole = BatchSchedule(sources(10), per_device_batch_size=2, world_size=1, seed=4)
+    split = BatchSchedule(sources(5), per_device_batch_size=1, world_size=2, seed=4)
+    assert len(split) == 2 * len(whole) == 2 * (12 // 2 + 20 // 10)
+    for step in range(len(whole)):
+        parts = [split[2 * step], split[2 * step + 1]]
+        assert parts[0]["records"] + parts[1]["records"] == whole[step]["records"]
+        assert parts[1]["offset"] == len(parts[0]["records"]) == parts[0]["rows_per_rank"]
+
+
 def test_schedule_rejects_sources_smaller_than_a_global_batch():
     with pytest.raises(ValueError, match="fewer than one global batch"):
         BatchSchedule(make_sources(3, 3), per_device_batch_size=2, world_size=2)

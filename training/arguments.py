@@ -295,6 +295,9 @@ def parse_sources(value) -> list[SourceSpec]:
             raise ValueError(f"{where}.task must be one of {TASKS}, got {entry['task']!r}")
         _check_range(f"{where}.weight", entry.get("weight"), "> 0")
         _check_range(f"{where}.curriculum_start", entry.get("curriculum_start"), "in [0, 1)")
+        size = entry.get("batch_size")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+            raise ValueError(f"{where}.batch_size must be a whole number >= 1 (rows per device), got {size!r}")
         specs.append(SourceSpec(**{**entry, "curriculum_start": entry.get("curriculum_start") or 0.0}))
     return specs
 

@@ -74,8 +74,10 @@ def read_dataset(name: str, config: Optional[str] = None, split: str = "train", 
 class SourceSpec:
     """One entry of the config's `sources` list: a JSONL `file`, or a `dataset` (a builders output folder with its
     `config` name, or a hub id); its `task` (None or "auto": inferred from the first record), its relative share
-    of batches (`weight`; unset counts 1 when another source sets one) and the fraction of each epoch before it
-    is sampled (`curriculum_start`)."""
+    of batches (`weight`; unset counts 1 when another source sets one), the fraction of each epoch before it
+    is sampled (`curriculum_start`), and the rows per device of its batches (`batch_size`; unset: the
+    trainer's per_device_train_batch_size). Short-text sources such as term pairs cost a fraction of a document
+    batch, so a larger batch there covers more of them without taking optimiser steps from the ranking sources."""
 
     file: Optional[str] = None
     dataset: Optional[str] = None
@@ -83,6 +85,7 @@ class SourceSpec:
     task: Optional[str] = None
     weight: Optional[float] = None
     curriculum_start: float = 0.0
+    batch_size: Optional[int] = None
 
     @property
     def name(self) -> str:
@@ -98,6 +101,7 @@ class Source:
     records: list
     weight: Optional[float] = None
     start: float = 0.0
+    batch_size: Optional[int] = None
 
 
 def load_sources(specs: Sequence[SourceSpec]) -> list[Source]:
@@ -109,32 +113,32 @@ def load_sources(specs: Sequence[SourceSpec]) -> list[Source]:
         task = spec.task if spec.task != "auto" else None
         task, records = read_jsonl(spec.file, task) if spec.file is not None else \
             read_dataset(spec.dataset, spec.config, task=task)
-        sources.append(Source(spec.name, task, records, spec.weight, spec.curriculum_start))
+        sources.append(Source(spec.name, task, records, spec.weight, spec.curriculum_start, spec.batch_size))
     return sources
 
 
 class BatchSchedule(Dataset):
     """A deterministic schedule of single-task batches over several sources.
 
-    Item i is rank (i % world_size)'s slice of global batch i // world_size. One epoch has
-    sum_s floor(len_s / global_batch) global batches when no sampling weights are given; with weights the same total
+    Item i is rank (i % world_size)'s slice of global batch i // world_size; a source's global batch is its
+    batch_size (else the per-device batch size) x world_size. One epoch has
+    sum_s floor(len_s / global_batch_s) global batches when no sampling weights are given; with weights the same total
     is shared out in proportion (a source may then be sampled with replacement). A source with curriculum_start s
     only appears in the last (1 - s) of the epoch (e.g. term pairs at 0, hard triplets from 0.3). `set_epoch` reshuffles reproducibly."""
 
     def __init__(self, sources: list[Source], per_device_batch_size: int, world_size: int = 1, seed: int = 42):
         self.sources = sources
-        self.batch_size = per_device_batch_size
         self.world_size = world_size
-        self.global_batch = per_device_batch_size * world_size
+        self.rows_per_rank = [s.batch_size or per_device_batch_size for s in sources]
         self.seed = seed
-        for s in sources:
-            if len(s.records) < self.global_batch:
+        for s, rows in zip(sources, self.rows_per_rank):
+            if len(s.records) < rows * world_size:
                 raise ValueError(f"{s.name}: {len(s.records)} records is fewer than one global batch "
-                                 f"({self.global_batch} = {per_device_batch_size} per device x {world_size})")
+                                 f"({rows * world_size} = {rows} per device x {world_size})")
         self.set_epoch(0)
 
     def _batches_per_source(self) -> list[int]:
-        natural = [len(s.records) // self.global_batch for s in self.sources]
+        natural = [len(s.records) // (rows * self.world_size) for s, rows in zip(self.sources, self.rows_per_rank)]
         if all(s.weight is None for s in self.sources):
             return natural
         weights = np.array([s.weight if s.weight is not None else 1.0 for s in self.sources], dtype=float)
@@ -154,13 +158,14 @@ class BatchSchedule(Dataset):
             slots[rng.choice(free, counts[si], replace=False)] = si
         plan, used = [], [0] * len(self.sources)
         rows_per_source = []
-        for source, n_batches in zip(self.sources, counts):
-            n_rows = n_batches * self.global_batch
+        for source, n_batches, rows in zip(self.sources, counts, self.rows_per_rank):
+            n_rows = n_batches * rows * self.world_size
             reps = math.ceil(n_rows / len(source.records))
             rows_per_source.append(np.concatenate([rng.permutation(len(source.records)) for _ in range(reps)]))
         for si in slots:
-            start = used[si] * self.global_batch
-            plan.append((int(si), rows_per_source[si][start:start + self.global_batch]))
+            size = self.rows_per_rank[si] * self.world_size
+            start = used[si] * size
+            plan.append((int(si), rows_per_source[si][start:start + size]))
             used[si] += 1
         self.plan = plan
         self.epoch = epoch
@@ -171,11 +176,11 @@ class BatchSchedule(Dataset):
     def __getitem__(self, i: int) -> dict:
         step, rank = divmod(i, self.world_size)
         si, rows = self.plan[step]
-        source = self.sources[si]
-        mine = rows[rank * self.batch_size:(rank + 1) * self.batch_size]
+        source, size = self.sources[si], self.rows_per_rank[si]
+        mine = rows[rank * size:(rank + 1) * size]
         return {"task": source.task, "records": [source.records[r] for r in mine],
                 "progress": step / max(1, len(self.plan)), "seed": (self.seed, self.epoch, step),
-                "offset": rank * self.batch_size}
+                "offset": rank * size, "rows_per_rank": size}
 
 
 class SparseCollator:
@@ -214,11 +219,12 @@ class SparseCollator:
     def __call__(self, items: list[dict]) -> dict:
         (item,) = items  # the schedule already forms batches
         task, records = item["task"], item["records"]
+        meta = {"task": task, "rows_per_rank": item.get("rows_per_rank", len(records))}
         # One generator per record, keyed by its place in the global batch: sampling is the same whatever the
         # number of ranks the batch is split over.
         rngs = [np.random.default_rng([*item["seed"], item["offset"] + b]) for b in range(len(records))]
         if task == "term_pairs":
-            return {"task": task, **self._tok("ko", [r["ko"] for r in records], self.max_term_length, True),
+            return {**meta, **self._tok("ko", [r["ko"] for r in records], self.max_term_length, True),
                     **self._tok("en", [r["en"] for r in records], self.max_term_length, True)}
         if task == "triplets":
             n = 1 + self.num_negatives
@@ -233,7 +239,7 @@ class SparseCollator:
                 scores[b, : len(keep)] = torch.tensor([float(r["scores"][j]) for j in keep])
         doc_mask = torch.tensor([[j < len(g) for j in range(n)] for g in groups])
         docs = [g[j] if j < len(g) else "" for g in groups for j in range(n)]
-        batch = {"task": task, "doc_mask": doc_mask,
+        batch = {**meta, "doc_mask": doc_mask,
                  **self._tok("query", [r["query"] for r in records], self.max_query_length),
                  **self._tok("doc", docs, self.max_seq_length)}
         if scores is not None:

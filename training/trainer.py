@@ -111,6 +111,7 @@ class SparseTrainer(Trainer):
     # -------------------------------------------------------------------------------------------------- loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         task = inputs.pop("task")
+        rows_per_rank = inputs.pop("rows_per_rank", self.args.per_device_train_batch_size)
         features = {k: v for k, v in inputs.items() if k.endswith(FEATURE_SUFFIXES)}
         reps = model(**features, logits_for=self.loss.logit_groups(task))
         batch = {k: v for k, v in inputs.items() if torch.is_tensor(v) and k not in features}
@@ -119,7 +120,7 @@ class SparseTrainer(Trainer):
             batch[f"{group}_bag"] = encoder.token_bag(features[f"{group}_input_ids"],
                                                       features[f"{group}_attention_mask"])
         # Every rank computes the loss of the global batch: identical to one process with the whole batch.
-        reps, batch = gather_global_batch(reps, batch, self.args.per_device_train_batch_size)
+        reps, batch = gather_global_batch(reps, batch, rows_per_rank)
         parts = self.loss(task, reps, batch)
         if model.training:  # accumulate on the device; converted to numbers only when logged
             for name, value in parts.items():
