@@ -54,6 +54,20 @@ def build_trainer(argv=None) -> tuple[SparseTrainer, dict]:
         sys.exit(f"data error: {e}")
 
 
+def cpu_supports_bf16(cpuinfo: str | None = None) -> bool | None:
+    """Whether the CPU has native bfloat16 matrix instructions (x86 AVX512-BF16 / AMX, Arm BF16), from
+    /proc/cpuinfo's flags; None where that cannot be read. Without them bf16 autocast is emulated and slower."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            return None
+    flags = {f for line in cpuinfo.splitlines() if line.split(":")[0].strip() in ("flags", "Features")
+             for f in line.split(":", 1)[-1].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
 def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
     defaults = {} if torch.cuda.is_available() else {"use_cpu": True}  # without it the Trainer never wraps CPU ranks in DDP
     model_args, data_args, loss_args, training_args, resolved = parse_config(argv, defaults)
@@ -63,6 +77,9 @@ def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
         training_args.ddp_find_unused_parameters = model_args.trainable_idf
     logging.basicConfig(level=logging.INFO if training_args.process_index == 0 else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if training_args.bf16 and training_args.use_cpu and cpu_supports_bf16() is False:
+        logger.warning("bf16 on a CPU without AVX512-BF16, AMX or Arm BF16 instructions is emulated and slower than "
+                       "fp32: set --bf16 false")
 
     set_seed(training_args.seed)  # fresh weights (a context gate's) start alike on every rank and run
     with training_args.main_process_first(desc="load and validate training data"):

@@ -8,7 +8,8 @@ tokenisation and collation happen inside the timed steps for every contender; a 
 between consecutive optimizer steps, and each row reports the median over the timed steps. Loss for all three:
 in-batch-negative cross-entropy on dot products plus FLOPS regularisation of queries and documents. Prints one
 JSON line per configuration, a Markdown table, and a final summary JSON line.
-`--profile` instead prints a torch.profiler table of one SparseTrainer step."""
+`--profile` instead prints a torch.profiler table of one SparseTrainer step. `--config configs/ko-en-base.yaml`
+instead times that config's own steps per task (its data, batches and losses), fp32 against bf16 autocast."""
 from __future__ import annotations
 
 import argparse
@@ -150,8 +151,34 @@ CONTENDERS = {"sparse_trainer": run_sparse_trainer, "sentence_transformers": run
               "textbook": run_textbook}
 
 
+def run_config(a) -> dict:
+    """Step times of a shipped config (its data, backbone, losses and per-source batches) at a.precision, per task:
+    what a real run's steps cost, where the pairs benchmark above only compares contenders on one task."""
+    from run_train import build_trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer, _ = build_trainer([a.config, "--max_steps", str(a.warmup + a.steps), "--output_dir", tmp,
+                                    "--save_strategy", "no", "--report_to", "none", "--logging_steps", "1000",
+                                    "--disable_tqdm", "true", "--bf16", str(a.precision == "bf16")])
+        timer = StepTimes()
+        trainer.add_callback(timer)
+        trainer.train()
+    schedule = trainer.train_dataset
+    per_task = {}
+    for step, t in list(enumerate(timer.times))[a.warmup:]:  # times[i] is plan item i (one process, epoch 0)
+        per_task.setdefault(schedule.sources[schedule.plan[step][0]].task, []).append(t)
+    timed = timer.times[a.warmup:]
+    return {"config": a.config, "precision": a.precision, "threads": a.threads, "timed_steps": len(timed),
+            "mean_step_s": round(sum(timed) / len(timed), 3),
+            "train_loss": round(trainer.state.log_history[-1]["train_loss"], 4),
+            **{f"{task}_step_s": round(median(ts), 3) for task, ts in sorted(per_task.items())},
+            "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
 def worker(a) -> dict:
     set_threads(a.threads)
+    if a.config:
+        return run_config(a)
     model_dir = backbone_dir(BACKBONES[a.backbone])
     pairs = msmarco_pairs(a.batch * (a.warmup + a.steps))
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,7 +189,8 @@ def worker(a) -> dict:
 
     result = {"contender": a.contender, "backbone": a.backbone, "vocab": AutoConfig.from_pretrained(model_dir).vocab_size,
               "threads": a.threads, "precision": a.precision, "batch_pairs": a.batch, "max_length": a.max_length,
-              "timed_steps": len(timed), "step_s": round(step, 4), "pairs_per_s": round(a.batch / step, 3), "peak_rss_mb": round(peak_rss_mb(), 1)}
+              "timed_steps": len(timed), "step_s": round(step, 4), "pairs_per_s": round(a.batch / step, 3),
+              "peak_rss_mb": round(peak_rss_mb(), 1)}
     if a.contender == "sparse_trainer":
         result.update(pooling=a.pooling, optim=a.optim, workers=a.workers)
     return result
@@ -212,10 +240,24 @@ def main():
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: autocast matrix products to bfloat16 (fp32 master weights); needs AVX512-BF16 or AMX")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--config", help="instead: a shipped config's step times per task, fp32 against bf16 (needs its "
+                                    "data built: e.g. BUILD_ONLY=1 bash ko-en-base.sh)")
     a = p.parse_args()
     if a.worker or a.profile:
         a.threads = a.threads[0]
         print(json.dumps(worker(a)), flush=True)
+        return
+    if a.config:
+        configs = [{"threads": t, "precision": precision} for t in a.threads for precision in ("fp32", "bf16")]
+        print(json.dumps({"load_average_start": load_average()}), flush=True)
+        results = run_configs(__file__, configs, [f"--config={a.config}", f"--steps={a.steps}", f"--warmup={a.warmup}"])
+        per_task = sorted({k for r in results for k in r if k.endswith("_step_s") and k != "mean_step_s"})
+        columns = ["precision", "threads", "timed_steps", "mean_step_s", *per_task, "train_loss", "peak_rss_mb"]
+        print(markdown_table(results, columns))
+        ok = {r["precision"]: r for r in results if "error" not in r and r["threads"] == max(a.threads)}
+        if len(ok) == 2:
+            print(json.dumps({"bf16_speedup": round(ok["fp32"]["mean_step_s"] / ok["bf16"]["mean_step_s"], 3),
+                              "load_average": load_average()}), flush=True)
         return
     configs = []
     for threads in a.threads:

@@ -57,6 +57,7 @@ def term_metrics(model, pairs: Sequence[dict], top_n: int = 50, k_values: Sequen
     - en_activation: share of the English translation's pieces among the Korean term's top_n terms;
     - dead_en_targets: share of those English pieces with weight 0 in the Korean term's vector (no weight-space
       loss can revive them: log1p(relu(.)) passes no gradient there);
+    - ko_activation: the reverse, share of the Korean term's pieces among the English term's top_n terms;
     - non_target_top{n}: average number of top_n terms in other scripts (not Hangul, Latin, digits/punctuation);
     - synonym_recall@K / synonym_mrr: each Korean term as a query against all English terms of the split,
       scored by the sparse dot product (a Korean term may have several correct translations)."""
@@ -78,6 +79,9 @@ def term_metrics(model, pairs: Sequence[dict], top_n: int = 50, k_values: Sequen
     active = [set(ko.indices[ko.indptr[i]:ko.indptr[i + 1]].tolist()) for i in range(ko.shape[0])]
     target_pieces = [(en_pieces[en_row[p["en"]]], active[ko_row[p["ko"]]]) for p in pairs]
     dead = sum(len(t - a) for t, a in target_pieces) / max(1, sum(len(t) for t, _ in target_pieces))
+    en_top = _top_ids(en, top_n)
+    reverse = [len(ko_pieces[ko_row[p["ko"]]] & en_top[en_row[p["en"]]]) / len(ko_pieces[ko_row[p["ko"]]])
+               for p in pairs if ko_pieces[ko_row[p["ko"]]]]
     scripts = token_scripts(model.tokenizer)
     non_target = ~np.isin(scripts, TARGET_SCRIPTS)
     other = [sum(bool(non_target[j]) for j in t if j < len(non_target)) for t in top]
@@ -96,6 +100,7 @@ def term_metrics(model, pairs: Sequence[dict], top_n: int = 50, k_values: Sequen
         "ko_preservation": float(np.mean(preservation)) if preservation else 0.0,
         "en_activation": float(np.mean(activation)) if activation else 0.0,
         "dead_en_targets": float(dead),
+        "ko_activation": float(np.mean(reverse)) if reverse else 0.0,
         f"non_target_top{top_n}": float(np.mean(other)),
     }
     out.update({f"synonym_recall@{k}": ranked[f"recall@{k}"] for k in k_values})

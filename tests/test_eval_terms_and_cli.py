@@ -55,6 +55,9 @@ def test_term_metrics_hand_computed():
     assert got["synonym_recall@1"] == pytest.approx(0.75)
     assert got["synonym_recall@10"] == 1.0
     assert got["synonym_mrr"] == 1.0
+    assert got["ko_activation"] == 0.0  # English terms expand to nothing Korean
+    back = term_metrics(ExpandingModel({"seoul": "서울"}), PAIRS, top_n=50)
+    assert back["ko_activation"] == pytest.approx(1 / 3)  # seoul -> 서울 of the three pairs
     none = term_metrics(ExpandingModel({}), PAIRS, top_n=50)
     assert none["en_activation"] == 0.0 and none["ko_preservation"] == 1.0 and none["dead_en_targets"] == 1.0
 

@@ -156,6 +156,31 @@ def test_sparse_loss_term_pairs_in_logit_and_weight_space():
     assert L.SparseLoss(LossArguments(**w, term_loss_space="weight")).logit_groups("term_pairs") == ()
 
 
+def test_ko_activation_pushes_an_english_terms_inactive_korean_pieces_up():
+    ko_logits = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    en_logits = torch.tensor([[-2.0, 0.5, 0.0, 3.0], [1.0, 0.8, -0.5, 0.0]], requires_grad=True)
+    ko_bag = torch.tensor([[1.0, 0, 1.0, 0], [0, 1.0, 0, 0]])  # row 0: two Korean pieces, both inactive in en
+    en_bag = torch.tensor([[0, 0, 0, 1.0], [1.0, 0, 0, 0]])
+    reps = {"ko": torch.log1p(torch.relu(ko_logits)), "en": torch.log1p(torch.relu(en_logits)),
+            "ko_logits": ko_logits, "en_logits": en_logits}
+    args = dict(activation_target=1.0, flops_doc_weight=0.0)
+    parts = L.SparseLoss(LossArguments(ko_activation_weight=2.0, **args))(
+        "term_pairs", reps, {"ko_bag": ko_bag, "en_bag": en_bag})
+    # hinge e - 1 - logit on the en vector's Korean targets: (e1 + 2), (e1 - 0), (e1 - 0.8), by hand
+    e1 = math.e - 1
+    assert parts["ko_activation"].item() == pytest.approx(((e1 + 2) + e1 + (e1 - 0.8)) / 3)
+    assert parts["loss"].item() == pytest.approx(2.0 * parts["ko_activation"].item())
+    assert parts["dead_ko_targets"].item() == pytest.approx(2 / 3)  # weights 0 at (0, 0) and (0, 2)
+    parts["loss"].backward()
+    torch.testing.assert_close(en_logits.grad, torch.tensor([[-2 / 3, 0.0, -2 / 3, 0.0], [0.0, -2 / 3, 0.0, 0.0]]))
+    assert L.SparseLoss(LossArguments(ko_activation_weight=2.0, **args)).logit_groups("term_pairs") == ("en",)
+    assert L.SparseLoss(LossArguments(activation_weight=1.0, ko_activation_weight=2.0)).logit_groups(
+        "term_pairs") == ("ko", "en")
+    off = L.SparseLoss(LossArguments(activation_weight=1.0, **args))("term_pairs", reps,
+                                                                     {"ko_bag": ko_bag, "en_bag": en_bag})
+    assert "ko_activation" not in off and "dead_ko_targets" not in off
+
+
 def test_lexical_prior_keeps_own_tokens_of_queries_and_documents():
     q_logits = torch.tensor([[2.0, -1.0, 0.0]])
     d_logits = torch.tensor([[0.5, 3.0, -2.0], [1.0, 1.0, 1.0]])

@@ -217,3 +217,13 @@ def test_command_line_sources_replace_the_config_files(tmp_path):
     _, data, _, _, resolved = parse_config([str(cfg), "--sources", "{file: b.jsonl, weight: 3}"])
     assert data.sources == [SourceSpec(file="b.jsonl", weight=3)]
     assert resolved["sources"] == [{"file": "b.jsonl", "weight": 3}]
+
+
+def test_cpu_bf16_support_is_read_from_the_cpu_flags():
+    from run_train import cpu_supports_bf16
+
+    x86 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\nprocessor\t: 1\nflags\t\t: fpu avx2 avx512f\n"
+    assert cpu_supports_bf16(x86) is False
+    assert cpu_supports_bf16(x86.replace("avx512_vnni", "avx512_vnni avx512_bf16")) is True
+    assert cpu_supports_bf16("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n") is True  # Arm
+    assert cpu_supports_bf16("model name\t: some cpu with avx512_bf16 in its name\n") is False  # flags lines only

@@ -129,6 +129,9 @@ class LossArguments:
     lexical_weight: float = 0.0
     activation_weight: float = 0.0
     activation_target: float = 1.0
+    # The reverse direction, at activation_target: an English term's vector activates its Korean translation's
+    # tokens, so English queries reach Korean documents and English documents carry Korean terms.
+    ko_activation_weight: float = 0.0
     # Where preservation / activation / translation margin act: "logit" (max logits, reaches inactive targets)
     # or "weight" (the SPLADE weights; kept for comparison).
     term_loss_space: str = "logit"

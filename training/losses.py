@@ -190,7 +190,8 @@ class SparseLoss:
         if w.term_loss_space != "logit":
             return ()
         if task == "term_pairs":
-            return ("ko",) if w.preservation_weight or w.activation_weight or w.translation_margin_weight else ()
+            ko = ("ko",) if w.preservation_weight or w.activation_weight or w.translation_margin_weight else ()
+            return ko + (("en",) if w.ko_activation_weight else ())
         return self._lexical_groups()
 
     def bag_groups(self, task: str) -> tuple[str, ...]:
@@ -240,6 +241,10 @@ class SparseLoss:
         if w.activation_weight:
             parts["en_activation"] = activation(scores, en_targets, w.activation_target)
             terms.append(w.activation_weight * parts["en_activation"])
+        if w.ko_activation_weight:
+            en_activation, en_scores = self._activation(reps, "en")
+            parts["ko_activation"] = en_activation(en_scores, own, w.activation_target)
+            terms.append(w.ko_activation_weight * parts["ko_activation"])
         if w.translation_margin_weight and ko.shape[0] > 1:
             parts["translation_margin"] = translation_margin(scores, en_targets, w.translation_margin)
             terms.append(w.translation_margin_weight * parts["translation_margin"])
@@ -247,6 +252,8 @@ class SparseLoss:
             parts["alignment"] = cross_lingual_alignment(ko, en)
             terms.append(w.alignment_weight * parts["alignment"])
         parts["dead_en_targets"] = dead_targets(ko.detach(), en_targets)
+        if w.ko_activation_weight:
+            parts["dead_ko_targets"] = dead_targets(en.detach(), own)
         self._regularisers("doc", torch.cat([ko, en]), parts, terms)
 
     def __call__(self, task: str, reps: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
