@@ -121,9 +121,9 @@ class BatchSchedule(Dataset):
     """A deterministic schedule of single-task batches over several sources.
 
     Item i is rank (i % world_size)'s slice of global batch i // world_size; a source's global batch is its
-    batch_size (else the per-device batch size) x world_size. One epoch has
-    sum_s floor(len_s / global_batch_s) global batches when no sampling weights are given; with weights the same total
-    is shared out in proportion (a source may then be sampled with replacement). A source with curriculum_start s
+    batch_size (else the per-device batch size) x world_size. One epoch has sum_s floor(len_s / global_batch_s)
+    global batches when no sampling weights are given; with weights the same total is shared out in proportion
+    (a source may then be sampled with replacement). A source with curriculum_start s
     only appears in the last (1 - s) of the epoch (e.g. term pairs at 0, hard triplets from 0.3). `set_epoch` reshuffles reproducibly."""
 
     def __init__(self, sources: list[Source], per_device_batch_size: int, world_size: int = 1, seed: int = 42):

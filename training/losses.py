@@ -242,8 +242,8 @@ class SparseLoss:
             parts["en_activation"] = activation(scores, en_targets, w.activation_target)
             terms.append(w.activation_weight * parts["en_activation"])
         if w.ko_activation_weight:
-            en_activation, en_scores = self._activation(reps, "en")
-            parts["ko_activation"] = en_activation(en_scores, own, w.activation_target)
+            reverse, en_scores = self._activation(reps, "en")
+            parts["ko_activation"] = reverse(en_scores, own, w.activation_target)
             terms.append(w.ko_activation_weight * parts["ko_activation"])
         if w.translation_margin_weight and ko.shape[0] > 1:
             parts["translation_margin"] = translation_margin(scores, en_targets, w.translation_margin)
