@@ -3,7 +3,8 @@
 Each config keeps every loss, data and model setting it ships with; only what cannot run in a test is swapped:
 the backbone (a 6-layer tiny masked LM from tests/tiny.py, with a fixed WordPiece vocabulary of the texts below),
 the data (small JSONL files of real Korean/English text from the shared data, one per source and in the source's task), the IDF
-file of the doc-only config (one built from that text), and the run length and devices (2 steps, CPU, fp32, batch 4).
+file of the doc-only config (one built from that text), and the run length and devices (2 steps, CPU, fp32, batch 4
+for every source: a source's own batch_size is dropped).
 
 Measured: the total loss of the first 2 optimiser steps, and then, with the FLOPS / L1 warm-up finished
 (regularizer_scale 1, so a regulariser weight that a long warm-up hides still counts), the loss of the first
@@ -11,7 +12,9 @@ scheduled batch of each source.
 
 GOLDEN was recorded by running `measure` on the code before the refactor (commit 284f726; ko-en-base at 55c234b, and
 its current recipe (allowed_scripts digits, L1 0.01) at 52453fd, which had no "digits" script: the recording script
-stood in for it by masking, after "common", every ASCII piece without a letter or digit; in a separate
+stood in for it by masking, after "common", every ASCII piece without a letter or digit; its ko_activation_weight at
+8ff0a2a, which had no such loss: the recording script added it to the term-pair loss as the hinge
+expm1(activation_target) - max logit of the English term's vector on its Korean pieces, written from its definition; in a separate
 `git worktree`, this file copied in, with `derived_config` writing the sources as the parallel lists train_file /
 train_task / sampling_weight / curriculum_start that code read, and reading the shipped configs' dataset_name /
 dataset_config_name / sampling_weight / curriculum_start lists), one config at a time:
@@ -48,7 +51,7 @@ GOLDEN = {
     "ko-en-base": {
         "steps": [2.455094337463379, 1.8651143312454224],
         "sources": {"code_switched": 4.9010114669799805, "distillation": 4.295951843261719,
-                    "term_pairs": 4.562251091003418}},
+                    "term_pairs": 8.008710861206055}},
     "klue-roberta-base": {
         "steps": [2.14458966255188, 3.574877977371216],
         "sources": {"triplets": 2.1783220767974854, "code_switched": 3.1848599910736084,
