@@ -50,12 +50,13 @@ def real_setup(tmp_path_factory, shared_data):
     return root, args
 
 
-def train_one_process_and_two_ranks(args, tmp_path):
+def train_one_process_and_two_ranks(args, tmp_path, single_args=(), ddp_args=()):
     """The same global batch of 4 as one process and as 2 gloo ranks of 2: (one, rank0, rank1) final weights."""
-    single = worker(tmp_path / "single", [*args, "--output_dir", str(tmp_path / "s"), "--per_device_train_batch_size", "4"])
+    single = worker(tmp_path / "single", [*args, *single_args, "--output_dir", str(tmp_path / "s"),
+                                          "--per_device_train_batch_size", "4"])
     assert single.returncode == 0, single.stderr[-3000:]
-    ddp = worker(tmp_path / "ddp", [*args, "--output_dir", str(tmp_path / "d"), "--per_device_train_batch_size", "2"],
-                 nproc=2)
+    ddp = worker(tmp_path / "ddp", [*args, *ddp_args, "--output_dir", str(tmp_path / "d"),
+                                    "--per_device_train_batch_size", "2"], nproc=2)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     load = lambda d, r: torch.load(tmp_path / d / f"rank{r}.pt", weights_only=True)  # noqa: E731
     return load("single", 0), load("ddp", 0), load("ddp", 1)
@@ -88,14 +89,7 @@ def test_a_source_with_its_own_batch_size_trains_on_two_ranks_as_on_one(real_set
         return ["--sources", "[" + ", ".join(f"{{file: {f}" + (f", batch_size: {term_rows}}}" if "terms" in f else "}")
                                             for f in files) + "]"]
 
-    single = worker(tmp_path / "single", [*rest, *sources(8), "--output_dir", str(tmp_path / "s"),
-                                          "--per_device_train_batch_size", "4"])
-    assert single.returncode == 0, single.stderr[-3000:]
-    ddp = worker(tmp_path / "ddp", [*rest, *sources(4), "--output_dir", str(tmp_path / "d"),
-                                    "--per_device_train_batch_size", "2"], nproc=2)
-    assert ddp.returncode == 0, ddp.stderr[-3000:]
-    one, r0, r1 = (torch.load(tmp_path / d / f"rank{r}.pt", weights_only=True)
-                   for d, r in (("single", 0), ("ddp", 0), ("ddp", 1)))
+    one, r0, r1 = train_one_process_and_two_ranks(rest, tmp_path, single_args=sources(8), ddp_args=sources(4))
     assert all(torch.equal(r0[k], r1[k]) for k in r0), "ranks diverged"
     assert max((one[k] - r0[k]).abs().max().item() for k in one) < 1e-5
     logs = {d: [l for l in json.load(open(tmp_path / d / "log0.json")) if "loss" in l] for d in ("single", "ddp")}

@@ -14,7 +14,8 @@ GOLDEN was recorded by running `measure` on the code before the refactor (commit
 its current recipe (allowed_scripts digits, L1 0.01) at 52453fd, which had no "digits" script: the recording script
 stood in for it by masking, after "common", every ASCII piece without a letter or digit; its ko_activation_weight at
 8ff0a2a, which had no such loss: the recording script added it to the term-pair loss as the hinge
-expm1(activation_target) - max logit of the English term's vector on its Korean pieces, written from its definition; in a separate
+expm1(activation_target) - max logit of the English term's vector on its Korean pieces, written from its
+definition; in a separate
 `git worktree`, this file copied in, with `derived_config` writing the sources as the parallel lists train_file /
 train_task / sampling_weight / curriculum_start that code read, and reading the shipped configs' dataset_name /
 dataset_config_name / sampling_weight / curriculum_start lists), one config at a time:

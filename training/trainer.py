@@ -111,7 +111,7 @@ class SparseTrainer(Trainer):
     # -------------------------------------------------------------------------------------------------- loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         task = inputs.pop("task")
-        rows_per_rank = inputs.pop("rows_per_rank", self.args.per_device_train_batch_size)
+        rows_per_rank = inputs.pop("rows_per_rank")  # this batch's source's rows per rank (SparseCollator)
         features = {k: v for k, v in inputs.items() if k.endswith(FEATURE_SUFFIXES)}
         reps = model(**features, logits_for=self.loss.logit_groups(task))
         batch = {k: v for k, v in inputs.items() if torch.is_tensor(v) and k not in features}
