@@ -181,6 +181,30 @@ def test_ko_activation_pushes_an_english_terms_inactive_korean_pieces_up():
     assert "ko_activation" not in off and "dead_ko_targets" not in off
 
 
+def test_term_regularisation_query_puts_the_query_sparsity_weights_on_term_vectors():
+    ko = torch.tensor([[0.5, 0.0, 2.0], [1.0, 1.0, 0.0]])
+    en = torch.tensor([[0.0, 3.0, 0.0], [0.0, 0.0, 0.25]])
+    batch = {"ko_bag": torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]), "en_bag": torch.tensor([[0, 1.0, 0], [0, 0, 1.0]])}
+    weights = dict(flops_query_weight=0.5, l1_query_weight=0.25, flops_doc_weight=0.125, alignment_weight=1.0)
+    # by hand over the 4 term vectors: FLOPS = sum_j (mean_i w_ij)^2, L1 = mean_i sum_j w_ij
+    column_means = [(0.5 + 1.0) / 4, (1.0 + 3.0) / 4, (2.0 + 0.25) / 4]
+    flops = sum(m * m for m in column_means)
+    l1 = (2.5 + 2.0 + 3.0 + 0.25) / 4
+    reps = {"ko": ko, "en": en, "ko_logits": torch.expm1(ko)}
+    as_docs = L.SparseLoss(LossArguments(**weights))("term_pairs", reps, batch)
+    as_queries = L.SparseLoss(LossArguments(**weights, term_regularisation="query"))("term_pairs", reps, batch)
+    assert as_docs["flops_doc"].item() == pytest.approx(flops) and "flops_query" not in as_docs
+    assert as_queries["flops_query"].item() == pytest.approx(flops)
+    assert as_queries["l1_query"].item() == pytest.approx(l1) and "flops_doc" not in as_queries
+    alignment = as_docs["alignment"].item()
+    assert as_docs["loss"].item() == pytest.approx(alignment + 0.125 * flops)
+    assert as_queries["loss"].item() == pytest.approx(alignment + 0.5 * flops + 0.25 * l1)
+    # a doc-only model has no query encoder: its term vectors stay documents
+    doc_only = L.SparseLoss(LossArguments(**weights, term_regularisation="query"), regularise_queries=False)(
+        "term_pairs", reps, batch)
+    assert doc_only["loss"].item() == pytest.approx(alignment + 0.125 * flops)
+
+
 def test_lexical_prior_keeps_own_tokens_of_queries_and_documents():
     q_logits = torch.tensor([[2.0, -1.0, 0.0]])
     d_logits = torch.tensor([[0.5, 3.0, -2.0], [1.0, 1.0, 1.0]])

@@ -132,6 +132,10 @@ class LossArguments:
     # The reverse direction, at activation_target: an English term's vector activates its Korean translation's
     # tokens, so English queries reach Korean documents and English documents carry Korean terms.
     ko_activation_weight: float = 0.0
+    # Which FLOPS / L1 weights act on term-pair vectors: "doc" or "query". A one-word Korean term is a query at
+    # search time; under the light doc weights its vector keeps enough other terms to push its translation out of
+    # its top 50.
+    term_regularisation: str = "doc"
     # Where preservation / activation / translation margin act: "logit" (max logits, reaches inactive targets)
     # or "weight" (the SPLADE weights; kept for comparison).
     term_loss_space: str = "logit"
@@ -147,6 +151,8 @@ class LossArguments:
             raise ValueError(f"ranking_loss must be info_nce, margin or none, got {self.ranking_loss!r}")
         if self.distillation_loss not in ("kl", "margin_mse", "none"):
             raise ValueError(f"distillation_loss must be kl, margin_mse or none, got {self.distillation_loss!r}")
+        if self.term_regularisation not in ("doc", "query"):
+            raise ValueError(f"term_regularisation must be doc or query, got {self.term_regularisation!r}")
         if self.term_loss_space not in TERM_LOSS_SPACES:
             raise ValueError(f"term_loss_space must be one of {TERM_LOSS_SPACES}, got {self.term_loss_space!r}")
         for f in dataclasses.fields(self):  # numbers: weights, margins, steps >= 0; temperatures and targets > 0

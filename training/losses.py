@@ -254,7 +254,8 @@ class SparseLoss:
         parts["dead_en_targets"] = dead_targets(ko.detach(), en_targets)
         if w.ko_activation_weight:
             parts["dead_ko_targets"] = dead_targets(en.detach(), own)
-        self._regularisers("doc", torch.cat([ko, en]), parts, terms)
+        group = w.term_regularisation if self.regularise_queries else "doc"  # doc-only: no query side to mimic
+        self._regularisers(group, torch.cat([ko, en]), parts, terms)
 
     def __call__(self, task: str, reps: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
         w, parts, terms = self.w, {}, []
