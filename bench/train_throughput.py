@@ -248,8 +248,12 @@ def main():
         print(json.dumps(worker(a)), flush=True)
         return
     if a.config:
-        configs = [{"threads": t, "precision": precision} for t in a.threads for precision in ("fp32", "bf16")]
-        print(json.dumps({"load_average_start": load_average()}), flush=True)
+        from run_train import cpu_supports_bf16
+
+        # Without bf16 instructions run_train.py trains a bf16 config in fp32: a bf16 row would time fp32 again.
+        precisions = ("fp32",) if cpu_supports_bf16() is False else ("fp32", "bf16")
+        configs = [{"threads": t, "precision": precision} for t in a.threads for precision in precisions]
+        print(json.dumps({"load_average_start": load_average(), "precisions": precisions}), flush=True)
         results = run_configs(__file__, configs, [f"--config={a.config}", f"--steps={a.steps}", f"--warmup={a.warmup}"])
         per_task = sorted({k for r in results for k in r if k.endswith("_step_s") and k != "mean_step_s"})
         columns = ["precision", "threads", "timed_steps", "mean_step_s", *per_task, "train_loss", "peak_rss_mb"]

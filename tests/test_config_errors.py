@@ -103,6 +103,8 @@ CATALOGUE = {
                         "config error: per_device_train_batch_size must be >= 1, got 0"),
     "zero sequence length": (lambda p: (_argv(p, "--max_seq_length", "0"), None),
                              "config error: max_seq_length must be >= 1, got 0"),
+    "rank_activation_k 0": (lambda p: (_argv(p, "--rank_activation_k", "0"), None),
+                            "config error: rank_activation_k must be >= 1, got 0"),
     "unknown term regularisation": (lambda p: (_argv(p, "--term_regularisation", "terms"), None),
                                     "config error: term_regularisation must be doc or query, got 'terms'"),
     "unknown mode": (lambda p: (_argv(p, "--mode", "dense"), None),

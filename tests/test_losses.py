@@ -205,6 +205,26 @@ def test_term_regularisation_query_puts_the_query_sparsity_weights_on_term_vecto
     assert doc_only["loss"].item() == pytest.approx(alignment + 0.125 * flops)
 
 
+def test_rank_activation_pushes_english_targets_above_the_kth_other_weight():
+    e = math.expm1
+    logits = torch.tensor([[e(0.5), -1.0, e(2.0), e(1.0)], [e(1.0), e(1.0), -0.5, e(3.0)]], requires_grad=True)
+    ko = torch.log1p(torch.relu(logits))  # weights [0.5, 0, 2, 1] and [1, 1, 0, 3]
+    batch = {"ko_bag": torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0]]),
+             "en_bag": torch.tensor([[0, 1.0, 0, 0], [0, 0, 1.0, 1.0]])}
+    # k = 2, margin 0.1: the 2nd largest non-target weight is 1.0 in both rows, so each target needs weight 1.1,
+    # i.e. logit expm1(1.1); the target of weight 3 clears it, the two dead ones (logits -1, -0.5) do not.
+    bar = math.expm1(1.1)
+    expected = ((bar + 1.0) + (bar + 0.5) + 0.0) / 3
+    weights = LossArguments(rank_activation_weight=2.0, rank_activation_k=2, rank_activation_margin=0.1,
+                            flops_doc_weight=0.0)
+    parts = L.SparseLoss(weights)("term_pairs", {"ko": ko, "en": ko.detach().flip(0), "ko_logits": logits}, batch)
+    assert parts["en_rank_activation"].item() == pytest.approx(expected, rel=1e-6)
+    assert parts["loss"].item() == pytest.approx(2.0 * expected, rel=1e-6)
+    parts["loss"].backward()
+    # the two dead targets are pushed up; the bar (non-target weights) and the target above it get nothing
+    assert torch.allclose(logits.grad, torch.tensor([[0, -2 / 3, 0, 0], [0, 0, -2 / 3, 0]]))
+
+
 def test_lexical_prior_keeps_own_tokens_of_queries_and_documents():
     q_logits = torch.tensor([[2.0, -1.0, 0.0]])
     d_logits = torch.tensor([[0.5, 3.0, -2.0], [1.0, 1.0, 1.0]])

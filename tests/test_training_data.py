@@ -227,3 +227,19 @@ def test_cpu_bf16_support_is_read_from_the_cpu_flags():
     assert cpu_supports_bf16(x86.replace("avx512_vnni", "avx512_vnni avx512_bf16")) is True
     assert cpu_supports_bf16("processor\t: 0\nFeatures\t: fp asimd sve bf16 i8mm\n") is True  # Arm
     assert cpu_supports_bf16("model name\t: some cpu with avx512_bf16 in its name\n") is False  # flags lines only
+
+
+@pytest.mark.parametrize("native, expected", [(False, "no"), (True, "bf16")])
+def test_bf16_falls_back_to_fp32_where_the_cpu_would_emulate_it(tiny_model_dir, tmp_path, monkeypatch, native,
+                                                                expected):
+    import run_train
+
+    monkeypatch.setattr(run_train, "cpu_supports_bf16", lambda: native)
+    data = tmp_path / "triplets.jsonl"
+    data.write_text(json.dumps({"query": "검색", "positive": "검색 엔진"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    trainer, _ = run_train.build_trainer(["--model_name_or_path", str(tiny_model_dir), "--train_file", str(data),
+                                          "--output_dir", str(tmp_path / "out"), "--report_to", "none",
+                                          "--use_cpu", "true", "--bf16", "true", "--max_steps", "1",
+                                          "--per_device_train_batch_size", "1"])
+    assert trainer.args.bf16 is native
+    assert trainer.accelerator.mixed_precision == expected

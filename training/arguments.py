@@ -132,6 +132,11 @@ class LossArguments:
     # The reverse direction, at activation_target: an English term's vector activates its Korean translation's
     # tokens, so English queries reach Korean documents and English documents carry Korean terms.
     ko_activation_weight: float = 0.0
+    # A rank target for the same English pieces: each must reach the k-th largest other weight of the Korean term's
+    # vector plus the margin, i.e. be among the k largest weights a one-word query searches with.
+    rank_activation_weight: float = 0.0
+    rank_activation_k: int = 50
+    rank_activation_margin: float = 0.1
     # Which FLOPS / L1 weights act on term-pair vectors: "doc" or "query". A one-word Korean term is a query at
     # search time; under the light doc weights its vector keeps enough other terms to push its translation out of
     # its top 50.
@@ -159,6 +164,8 @@ class LossArguments:
             if isinstance(f.default, (int, float)) and not isinstance(f.default, bool):
                 _check_range(f.name, getattr(self, f.name), "> 0" if f.name.endswith(("_temperature", "_target"))
                              else ">= 0")
+        if self.rank_activation_k < 1:
+            raise ValueError(f"rank_activation_k must be >= 1, got {self.rank_activation_k}")
 
 
 # TrainingArguments accepts these silently; each must be a finite number in its range.

@@ -88,9 +88,9 @@ def masked_mass(reps: torch.Tensor, token_mask: torch.Tensor):
 TERM_LOSS_SPACES = ("logit", "weight")
 
 
-def weight_to_logit(weight: float) -> float:
-    """The max logit at which a term reaches `weight` (inverse of log1p)."""
-    return math.expm1(weight)
+def weight_to_logit(weight):
+    """The max logit at which a term reaches `weight` (inverse of log1p): a number, or a tensor of them."""
+    return torch.expm1(weight) if isinstance(weight, torch.Tensor) else math.expm1(weight)
 
 
 def target_activation(reps: torch.Tensor, targets: torch.Tensor, target: float = 1.0):
@@ -104,6 +104,14 @@ def target_logit_activation(logits: torch.Tensor, targets: torch.Tensor, target:
     `target_activation` (w_t >= target), but a target with a negative logit is still pushed up."""
     hinge = F.relu(weight_to_logit(target) - logits) * targets
     return hinge.sum() / targets.sum().clamp(min=1)
+
+
+def rank_target(weights: torch.Tensor, targets: torch.Tensor, k: int, margin: float) -> torch.Tensor:
+    """[batch, 1] weight at which a target is among its row's k largest: the k-th largest non-target weight plus
+    `margin`. Detached: the bar moves with the vector but is not pushed down. Search reads a term's rank, and a
+    fixed target (activation_target) is met by a translation that a dense vector still ranks out of its top k."""
+    others = (weights * (1 - targets)).detach()
+    return others.topk(min(k, others.shape[-1]), dim=-1).values[:, -1:] + margin
 
 
 def translation_margin(reps: torch.Tensor, targets: torch.Tensor, margin: float = 1.0):
@@ -241,6 +249,10 @@ class SparseLoss:
         if w.activation_weight:
             parts["en_activation"] = activation(scores, en_targets, w.activation_target)
             terms.append(w.activation_weight * parts["en_activation"])
+        if w.rank_activation_weight:
+            bar = rank_target(ko, en_targets, w.rank_activation_k, w.rank_activation_margin)
+            parts["en_rank_activation"] = activation(scores, en_targets, bar)
+            terms.append(w.rank_activation_weight * parts["en_rank_activation"])
         if w.ko_activation_weight:
             reverse, en_scores = self._activation(reps, "en")
             parts["ko_activation"] = reverse(en_scores, own, w.activation_target)
