@@ -80,7 +80,8 @@ def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
     if training_args.bf16 and training_args.use_cpu and cpu_supports_bf16() is False:
         # bf16 is asked for speed; emulated, a ko-en-base term-pair step took 32 s instead of fp32's 1.9 (AVX2 EPYC).
         logger.warning("bf16: this CPU has no AVX512-BF16, AMX or Arm BF16 instructions, so bf16 would be emulated "
-                       "(17x slower than fp32 on a ko-en-base step): training in fp32; --bf16 false silences this")
+                       "(17x slower than fp32 on a ko-en-base term-pair step): training in fp32; --bf16 false "
+                       "silences this")
         training_args.bf16, training_args.mixed_precision = False, "no"
 
     set_seed(training_args.seed)  # fresh weights (a context gate's) start alike on every rank and run
