@@ -4,7 +4,7 @@
 # On 2 CPU cores, measured on idle machines: 16-37.5 min of data building (most of it the dense teacher scoring
 # distillation lists: KorQuAD paragraphs 4-8, MS MARCO-ko passages 4.5-10, ko->en 3-7.5, en->ko 1, eval splits 4-8),
 # 7 min building the backbone on first use, 43 min of training (540 steps at 4.8 s with bf16; on a CPU without bf16
-# instructions run_train.py falls back to fp32, ~1.5x longer) and 10.6-20 min of evaluation without the dense baseline (it
+# instructions run_train.py falls back to fp32: ~2 h on an AVX2-only EPYC) and 10.6-20 min of evaluation without the dense baseline (it
 # embeds every benchmark corpus, and adds more); a GPU shortens the training. Set up the venv first (quickstart.sh
 # does).
 set -euo pipefail
