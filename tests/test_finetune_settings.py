@@ -1,5 +1,5 @@
 """Fine-tuning a saved sparse model keeps its sparse settings (mode, allowed scripts, lengths) unless the config
-sets them."""
+sets them; training's max_seq_length truncates training documents only, never what the saved model encodes."""
 import json
 
 import pytest
@@ -45,8 +45,31 @@ def test_saved_settings_survive_a_config_that_omits_them(saved_model, tmp_path):
 
 
 def test_a_setting_the_config_gives_overrides_the_saved_one(saved_model, tmp_path):
-    _, tuned = _finetune(saved_model, tmp_path, "--mode", "splade", "--allowed_scripts", "hangul", "latin",
-                         "--max_seq_length", "48")
+    trainer, tuned = _finetune(saved_model, tmp_path, "--mode", "splade", "--allowed_scripts", "hangul", "latin",
+                               "--inference_max_seq_length", "48", "--max_seq_length", "24")
     assert tuned.config.mode == "splade" and tuned.idf is None
     assert tuned.config.allowed_scripts == ["hangul", "latin"]
     assert (tuned.config.max_seq_length, tuned.config.max_query_length) == (48, 12)  # only the given key changed
+    assert trainer.data_collator.max_seq_length == 24
+
+
+def test_training_truncation_does_not_become_the_saved_models_limit(tiny_model_dir, tmp_path):
+    """A model trained on 24-token documents still encodes whole documents (up to the backbone's 128 positions):
+    the quickstart trains at 96 tokens, and its saved model used to cut every KorQuAD paragraph there (median 275),
+    in evaluation and in the OpenSearch export alike."""
+    data = tmp_path / "triplets.jsonl"
+    data.write_text("".join(json.dumps({"query": k[:6], "positive": k}, ensure_ascii=False) + "\n" for k in KO),
+                    encoding="utf-8")
+    out = tmp_path / "out"
+    config = tmp_path / "train.yaml"
+    config.write_text(f"model_name_or_path: {tiny_model_dir}\ntrain_file: {data}\noutput_dir: {out}\n"
+                      "report_to: none\nmax_steps: 2\nper_device_train_batch_size: 2\nsave_strategy: 'no'\n"
+                      "max_seq_length: 24\n", encoding="utf-8")
+    trainer, _ = run_train.build_trainer([str(config)])
+    run_train.train(trainer)
+    assert trainer.data_collator.max_seq_length == 24
+    saved = SparseEncoder.from_pretrained(out).eval()
+    assert saved.config.max_seq_length == 128
+    document = " ".join(SENTENCES)  # Korean and English sentences, 162 pieces
+    assert len(saved.tokenizer(document)["input_ids"]) > 128
+    assert saved.tokenize([document])["input_ids"].shape[1] == 128  # read up to the positions, not 24

@@ -37,6 +37,10 @@ class ModelArguments:
     idf_file: Optional[str] = field(default=None, metadata={"help": "idf.json for doc_only queries / FLOPS weighting"})
     trainable_idf: bool = False
     idf_learning_rate: Optional[float] = None
+    inference_max_seq_length: Optional[int] = field(default=None, metadata={
+        "help": "documents' token limit of the saved model: what evaluation, sentence-transformers and the exports "
+                "truncate at (unset: the saved model's, or the backbone's positions); max_seq_length only bounds "
+                "training documents"})
     freeze_layers: int = field(default=0, metadata={
         "help": "freeze the embeddings and this many bottom transformer layers (faster steps on a small budget)"})
     use_lora: bool = False
@@ -57,6 +61,7 @@ class ModelArguments:
         for script in self.allowed_scripts or ():
             if script not in MASK_SCRIPTS:
                 raise ValueError(f"allowed_scripts: unknown script {script!r}; choose from {MASK_SCRIPTS}")
+        _check_range("inference_max_seq_length", self.inference_max_seq_length, ">= 1")
         _check_range("freeze_layers", self.freeze_layers, ">= 0")
         _check_range("idf_learning_rate", self.idf_learning_rate, "> 0")
         _check_range("lora_r", self.lora_r, ">= 1")
@@ -77,6 +82,7 @@ class DataArguments:
     train_task: Optional[list[str]] = field(default=None, metadata={"help": "deprecated: use sources"})
     sampling_weight: Optional[list[float]] = field(default=None, metadata={"help": "deprecated: use sources"})
     curriculum_start: Optional[list[float]] = field(default=None, metadata={"help": "deprecated: use sources"})
+    # Training truncation, for speed: the saved model encodes whole documents (ModelArguments.inference_max_seq_length).
     max_seq_length: int = 256
     max_query_length: int = 64
     max_term_length: int = 16

@@ -27,6 +27,7 @@ SPARSE_CONFIG_NAME = "sparse_config.json"
 IDF_NAME = "idf.json"
 MODES = ("splade", "doc_only")
 QUERY_GROUP = "query"
+DEFAULT_MAX_SEQ_LENGTH = 512  # a backbone that states no position limit
 
 
 @dataclass
@@ -37,7 +38,9 @@ class SparseConfig:
     # Scripts whose pieces may be active (training.vocab.MASK_SCRIPTS: "common" is digits and punctuation, either
     # may be named alone); None keeps the whole vocabulary.
     allowed_scripts: Optional[list[str]] = None
-    max_seq_length: int = 256
+    # Documents' token limit when encoding (evaluation, sentence-transformers, the exports); None: the backbone's
+    # positions. Training truncates separately (DataArguments.max_seq_length).
+    max_seq_length: Optional[int] = None
     max_query_length: int = 64
     # Encode-time pruning: keep the top_k weights per text and drop weights below threshold.
     top_k: Optional[int] = None
@@ -120,6 +123,8 @@ class SparseEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.config = config or SparseConfig()
         limit = max_positions(mlm, tokenizer)
+        if self.config.max_seq_length is None:
+            self.config.max_seq_length = limit or DEFAULT_MAX_SEQ_LENGTH
         if limit is not None and self.config.max_seq_length > limit:
             logger.warning("max_seq_length %d exceeds the model's %d positions; using %d",
                            self.config.max_seq_length, limit, limit)
