@@ -7,6 +7,8 @@ from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
 
 from builders.contracts import TERM_PAIR, read_jsonl
 from training.data import load_split
@@ -33,17 +35,27 @@ def load_term_pairs(path, split: str = "test") -> list[dict]:
     return [{"ko": r["ko"], "en": r["en"]} for r in ds]
 
 
-def text_bags(model, texts: Sequence[str]) -> np.ndarray:
+def text_bags(model, texts: Sequence[str], word_heads: bool = False) -> np.ndarray:
     """[texts, vocab] bool: the served ids of each text's pieces (`SparseEncoder.token_bag`; no truncation, no
-    special tokens)."""
+    special tokens). `word_heads`: only each word's first piece, the one that carries its meaning (the later pieces
+    of a 22k-piece vocabulary's English words are often suffixes: "s", "ation", "ing")."""
     batch = model.tokenizer(list(texts), padding=True, add_special_tokens=False, return_tensors="pt",
                             return_token_type_ids=False, verbose=False)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if word_heads:
+        words = torch.tensor([[-1 if w is None else w for w in batch.word_ids(i)] for i in range(len(texts))])
+        unique = ids.unique().tolist()  # a bare word marker ("▁" before a piece the vocabulary lacks) is no head
+        bare = [i for i, t in zip(unique, model.tokenizer.convert_ids_to_tokens(unique)) if not t.strip("▁Ġ# ")]
+        words[torch.isin(ids, torch.tensor(bare, dtype=ids.dtype))] = -1
+        # word ids never decrease along a row: a head is a position whose word no earlier position had
+        seen = F.pad(words.cummax(dim=1).values, (1, 0), value=-1)[:, :-1]
+        mask = mask * (words > seen)
     device = getattr(model, "device", "cpu")
-    return (model.token_bag(batch["input_ids"].to(device), batch["attention_mask"].to(device)) > 0).cpu().numpy()
+    return (model.token_bag(ids.to(device), mask.to(device)) > 0).cpu().numpy()
 
 
-def _piece_ids(model, texts: Sequence[str]) -> list[set[int]]:
-    return [set(np.flatnonzero(bag).tolist()) for bag in text_bags(model, texts)]
+def _piece_ids(model, texts: Sequence[str], word_heads: bool = False) -> list[set[int]]:
+    return [set(np.flatnonzero(bag).tolist()) for bag in text_bags(model, texts, word_heads)]
 
 
 def _top_ids(matrix: sp.csr_matrix, n: int) -> list[set[int]]:
@@ -55,6 +67,7 @@ def term_metrics(model, pairs: Sequence[dict], top_n: int = 50, k_values: Sequen
                  batch_size: int = 64) -> dict[str, float]:
     """- ko_preservation: share of the Korean term's own pieces among its top_n activated terms;
     - en_activation: share of the English translation's pieces among the Korean term's top_n terms;
+    - en_word_activation: the same for the first piece of each English word only (a translation, not a suffix);
     - dead_en_targets: share of those English pieces with weight 0 in the Korean term's vector (no weight-space
       loss can revive them: log1p(relu(.)) passes no gradient there);
     - ko_activation: the reverse, share of the Korean term's pieces among the English term's top_n terms;
@@ -76,6 +89,9 @@ def term_metrics(model, pairs: Sequence[dict], top_n: int = 50, k_values: Sequen
     preservation = [len(p & t) / len(p) for p, t in zip(ko_pieces, top) if p]
     activation = [len(en_pieces[en_row[p["en"]]] & top[ko_row[p["ko"]]]) / len(en_pieces[en_row[p["en"]]])
                   for p in pairs if en_pieces[en_row[p["en"]]]]
+    en_heads = _piece_ids(model, en_terms, word_heads=True)
+    word_activation = [len(en_heads[en_row[p["en"]]] & top[ko_row[p["ko"]]]) / len(en_heads[en_row[p["en"]]])
+                       for p in pairs if en_heads[en_row[p["en"]]]]
     active = [set(ko.indices[ko.indptr[i]:ko.indptr[i + 1]].tolist()) for i in range(ko.shape[0])]
     target_pieces = [(en_pieces[en_row[p["en"]]], active[ko_row[p["ko"]]]) for p in pairs]
     dead = sum(len(t - a) for t, a in target_pieces) / max(1, sum(len(t) for t, _ in target_pieces))
@@ -99,6 +115,7 @@ def term_metrics(model, pairs: Sequence[dict], top_n: int = 50, k_values: Sequen
     out = {
         "ko_preservation": float(np.mean(preservation)) if preservation else 0.0,
         "en_activation": float(np.mean(activation)) if activation else 0.0,
+        "en_word_activation": float(np.mean(word_activation)) if word_activation else 0.0,
         "dead_en_targets": float(dead),
         "ko_activation": float(np.mean(reverse)) if reverse else 0.0,
         f"non_target_top{top_n}": float(np.mean(other)),

@@ -7,9 +7,9 @@ import pytest
 import scipy.sparse as sp
 
 import run_eval
-from eval.terms import load_term_pairs, term_metrics
+from eval.terms import load_term_pairs, term_metrics, text_bags
 from tests.test_eval_beir import write_beir
-from tests.tiny import build_tokenizer
+from tests.tiny import build_sentencepiece_tokenizer, build_tokenizer
 
 PAIRS = [{"ko": "머신러닝", "en": "machine learning"}, {"ko": "서울", "en": "seoul"}, {"ko": "서울", "en": "capital"}]
 
@@ -17,10 +17,10 @@ PAIRS = [{"ko": "머신러닝", "en": "machine learning"}, {"ko": "서울", "en"
 class ExpandingModel:
     """Each text activates its own pieces (weight 1); a Korean term also its listed English expansion (0.5)."""
 
-    def __init__(self, expansions):
+    def __init__(self, expansions, tokenizer=None):
         import torch
 
-        self.tokenizer = build_tokenizer()
+        self.tokenizer = tokenizer or build_tokenizer()
         self.expansions = expansions
         self.canonical_ids = torch.arange(len(self.tokenizer))  # every id serves its own name
         self.output_mask = torch.ones(len(self.tokenizer))
@@ -36,7 +36,10 @@ class ExpandingModel:
         for i, text in enumerate(texts):
             for j in self.tokenizer(text, add_special_tokens=False)["input_ids"]:
                 m[i, j] = 1.0
-            for j in self.tokenizer(self.expansions.get(text, ""), add_special_tokens=False)["input_ids"]:
+            expansion = self.expansions.get(text, "")  # a text, or a list of piece names
+            ids = (self.tokenizer.convert_tokens_to_ids(expansion) if isinstance(expansion, list)
+                   else self.tokenizer(expansion, add_special_tokens=False)["input_ids"])
+            for j in ids:
                 m[i, j] = max(m[i, j], 0.5)
         return SimpleNamespace(matrix=m.tocsr())
 
@@ -60,6 +63,30 @@ def test_term_metrics_hand_computed():
     assert back["ko_activation"] == pytest.approx(1 / 3)  # seoul -> 서울 of the three pairs
     none = term_metrics(ExpandingModel({}), PAIRS, top_n=50)
     assert none["en_activation"] == 0.0 and none["ko_preservation"] == 1.0 and none["dead_en_targets"] == 1.0
+
+
+def test_word_activation_counts_each_words_first_piece_only():
+    """A suffix ("##s") is not a translation; a word's first piece is. 검색 엔진 activates only the last piece of
+    "search engines", 추천 시스템 only the first piece of each word of "recommendation systems"."""
+    pairs = [{"ko": "검색 엔진", "en": "search engines"}, {"ko": "추천 시스템", "en": "recommendation systems"}]
+    model = ExpandingModel({})  # its vocabulary is trained anew each time: read the pieces from this one
+    tokenize = model.tokenizer.tokenize
+    search, recommend = tokenize("search engines"), tokenize("recommendation systems")
+    assert search[-1].startswith("##") and len(search) == 3  # search engine ##s
+    heads = [tokenize(word)[0] for word in ("recommendation", "systems")]
+    model.expansions = {"검색 엔진": [search[-1]], "추천 시스템": heads}
+    got = term_metrics(model, pairs, top_n=50)
+    assert got["en_activation"] == pytest.approx((1 / 3 + 2 / len(set(recommend))) / 2)
+    assert got["en_word_activation"] == pytest.approx((0 / 2 + 2 / 2) / 2)
+
+
+def test_a_bare_word_marker_is_no_word_head():
+    """XLM-R-style vocabularies split a word they lack with "▁" first ("qq" -> ▁ q q): the head is the next piece."""
+    model = ExpandingModel({}, tokenizer=build_sentencepiece_tokenizer())
+    tok = model.tokenizer
+    assert tok.tokenize("qq data") == ["▁", "q", "q", "▁d", "at", "a"]
+    heads = np.flatnonzero(text_bags(model, ["qq data"], word_heads=True)[0])
+    assert sorted(heads.tolist()) == sorted(tok.convert_tokens_to_ids(["q", "▁d"]))
 
 
 def test_load_term_pairs_errors(tmp_path):
