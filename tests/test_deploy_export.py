@@ -50,7 +50,7 @@ def test_opensearch_zip_holds_what_ml_commons_reads(exported):
     with zipfile.ZipFile(paths["encoding_zip"]) as zf:
         assert sorted(zf.namelist()) == ["model.pt", "tokenizer.json"]
         tok = json.loads(zf.read("tokenizer.json"))
-    # max_seq_length (256 by default) is capped at the tiny model's 128 positions
+    # the document limit defaults to the backbone's positions: the tiny model's 128
     assert tok["truncation"]["max_length"] == 128 and tok["model"]["type"] == "WordPiece"
     assert "tokenize_zip" not in paths  # bi-encoder models ship no query tokenizer
 
