@@ -97,9 +97,10 @@ def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
 
     schedule = as_config_error(BatchSchedule, sources, training_args.per_device_train_batch_size,
                                training_args.world_size, seed=training_args.data_seed or training_args.seed)
-    # Training documents stop at max_seq_length (for speed) and never exceed what the model encodes.
+    # Training texts stop at max_seq_length / max_query_length (for speed), never beyond what the model encodes.
     collator = SparseCollator(model.tokenizer, max_seq_length=min(data_args.max_seq_length, model.config.max_seq_length),
-                              max_query_length=model.config.max_query_length, max_term_length=data_args.max_term_length,
+                              max_query_length=min(data_args.max_query_length, model.config.max_query_length),
+                              max_term_length=data_args.max_term_length,
                               num_negatives=data_args.num_negatives, num_distill_docs=data_args.num_distill_docs,
                               negative_curriculum=data_args.negative_curriculum)
     evaluator = None
@@ -124,12 +125,13 @@ def load_model(model_args, data_args, resolved: dict) -> SparseEncoder:
     only when the config or command line sets them: fine-tuning a saved doc-only or script-masked model keeps them."""
     settings = {"mode": model_args.mode, "allowed_scripts": model_args.allowed_scripts,
                 "inference_max_seq_length": model_args.inference_max_seq_length,
-                "max_query_length": data_args.max_query_length,
+                "inference_max_query_length": model_args.inference_max_query_length,
                 "context_gate": model_args.context_gate, "context_gate_hidden": model_args.context_gate_hidden,
                 "context_gate_heads": model_args.context_gate_heads}
     overrides = {key: value for key, value in settings.items() if key in resolved}
-    if "inference_max_seq_length" in overrides:
-        overrides["max_seq_length"] = overrides.pop("inference_max_seq_length")
+    for side in ("seq", "query"):  # the saved model's limits; training's max_*_length only truncate batches
+        if f"inference_max_{side}_length" in overrides:
+            overrides[f"max_{side}_length"] = overrides.pop(f"inference_max_{side}_length")
     path = model_args.model_name_or_path
     try:
         return SparseEncoder.from_pretrained(path, idf_file=model_args.idf_file,

@@ -2,6 +2,7 @@
 and baselines, so both are measured the same way. Each returns its run too (indices, scores), for hybrid fusion."""
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from .index import SparseIndex, prune
 from .retrieval import encode_cached, evaluate_run
 from .seismic_index import SeismicIndex, SeismicOptions
 from .stats import active_terms, sparsity_stats
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,8 +77,26 @@ def run_model(model, benchmark: Benchmark, k_values: Sequence[int], *, cache_dir
     cut = (lambda m: prune(m, "top_k", query_top_k)) if query_top_k else (lambda m: m)  # noqa: E731
     queries = cut(queries)
     encode_one = lambda text: cut(model.encode([text], is_query=True).matrix)  # noqa: E731
-    return evaluate_sparse(benchmark, queries, docs, k_values, encode_one, tokenizer=model.tokenizer,
-                           latency_queries=latency_queries, depth=depth, index=index)
+    metrics, counts, run = evaluate_sparse(benchmark, queries, docs, k_values, encode_one, tokenizer=model.tokenizer,
+                                           latency_queries=latency_queries, depth=depth, index=index)
+    for side, texts, limit in (("docs", benchmark.corpus_texts, model.config.max_seq_length),
+                               ("queries", benchmark.query_texts, model.config.max_query_length)):
+        metrics[f"truncated_{side}"] = share = truncated_share(model.tokenizer, texts, limit)
+        if share:
+            logger.warning("%s: %.1f%% of the %s are longer than the model's %d pieces and are cut there (%s)",
+                           benchmark.name, 100 * share, side, limit,
+                           "--max-seq-length" if side == "docs" else "max_query_length in sparse_config.json")
+    return metrics, counts, run
+
+
+def truncated_share(tokenizer, texts: Sequence[str], limit: int) -> float:
+    """Share of `texts` with more than `limit` pieces (special tokens included): the encoder reads only their
+    first `limit`."""
+    if not len(texts):
+        return 0.0
+    ids = tokenizer(list(texts), truncation=False, return_attention_mask=False, return_token_type_ids=False,
+                    verbose=False)["input_ids"]
+    return float(np.mean(np.fromiter(map(len, ids), dtype=np.int64, count=len(ids)) > limit))
 
 
 def run_bm25(analyzer: str, benchmark: Benchmark, k_values: Sequence[int], latency_queries: int = 100,

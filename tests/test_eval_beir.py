@@ -133,3 +133,25 @@ def test_retrieval_evaluator_and_cache(beir_dir, tiny_model_dir, tmp_path):
     assert len(list((tmp_path / "cache").glob("corpus-*.npz"))) == 1
     again = encode_cached(model, texts, tmp_path / "cache", model_dir=tiny_model_dir, show_progress_bar=False)
     assert (first != again).nnz == 0 and first.shape == again.shape
+
+
+def test_run_model_reports_and_warns_about_cut_documents(tmp_path, tiny_model_dir, caplog):
+    """Documents of 1-5 copies of a sentence, a model whose limit holds two copies: three of five are cut."""
+    from eval.runner import run_model
+    from training import SparseEncoder
+
+    sentence = CORPUS[1]["text"]
+    probe = SparseEncoder.from_pretrained(tiny_model_dir)
+    pieces = len(probe.tokenizer(sentence, add_special_tokens=False)["input_ids"])
+    corpus = [{"_id": f"d{k}", "title": "", "text": " ".join([sentence] * k)} for k in range(1, 6)]
+    queries = [{"_id": "q1", "text": "머신러닝 모델"}]
+    root = write_beir(tmp_path / "long-docs", corpus=corpus, queries=queries,
+                      qrels_lines=["query-id\tcorpus-id\tscore", "q1\td1\t1"])
+    model = SparseEncoder.from_pretrained(tiny_model_dir, max_seq_length=2 + 2 * pieces).eval()  # [CLS] .. [SEP]
+    with caplog.at_level("WARNING", logger="eval.runner"):
+        metrics, _, _ = run_model(model, load_beir(root), k_values=(1,), latency_queries=1)
+    assert metrics["truncated_docs"] == pytest.approx(3 / 5)
+    assert metrics["truncated_queries"] == 0.0
+    assert [r.getMessage() for r in caplog.records] == [
+        f"long-docs: 60.0% of the docs are longer than the model's {2 + 2 * pieces} pieces and are cut there "
+        "(--max-seq-length)"]

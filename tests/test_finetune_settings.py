@@ -54,9 +54,9 @@ def test_a_setting_the_config_gives_overrides_the_saved_one(saved_model, tmp_pat
 
 
 def test_training_truncation_does_not_become_the_saved_models_limit(tiny_model_dir, tmp_path):
-    """A model trained on 24-token documents still encodes whole documents (up to the backbone's 128 positions):
-    the quickstart trains at 96 tokens, and its saved model used to cut every KorQuAD paragraph there (median 275),
-    in evaluation and in the OpenSearch export alike."""
+    """A model trained on 24-token documents and 8-token queries still encodes whole texts (up to the backbone's 128
+    positions): the quickstart trains at 96 and 32 tokens, and its saved model used to cut every KorQuAD paragraph
+    (median 275) and 7% of its questions there, in evaluation and in the OpenSearch export alike."""
     data = tmp_path / "triplets.jsonl"
     data.write_text("".join(json.dumps({"query": k[:6], "positive": k}, ensure_ascii=False) + "\n" for k in KO),
                     encoding="utf-8")
@@ -64,12 +64,15 @@ def test_training_truncation_does_not_become_the_saved_models_limit(tiny_model_d
     config = tmp_path / "train.yaml"
     config.write_text(f"model_name_or_path: {tiny_model_dir}\ntrain_file: {data}\noutput_dir: {out}\n"
                       "report_to: none\nmax_steps: 2\nper_device_train_batch_size: 2\nsave_strategy: 'no'\n"
-                      "max_seq_length: 24\n", encoding="utf-8")
+                      "max_seq_length: 24\nmax_query_length: 8\n", encoding="utf-8")
     trainer, _ = run_train.build_trainer([str(config)])
     run_train.train(trainer)
-    assert trainer.data_collator.max_seq_length == 24
+    assert (trainer.data_collator.max_seq_length, trainer.data_collator.max_query_length) == (24, 8)
     saved = SparseEncoder.from_pretrained(out).eval()
-    assert saved.config.max_seq_length == 128
+    assert (saved.config.max_seq_length, saved.config.max_query_length) == (128, 128)
     document = " ".join(SENTENCES)  # Korean and English sentences, 162 pieces
     assert len(saved.tokenizer(document)["input_ids"]) > 128
     assert saved.tokenize([document])["input_ids"].shape[1] == 128  # read up to the positions, not 24
+    query = " ".join(SENTENCES[:3])
+    pieces = len(saved.tokenizer(query)["input_ids"])
+    assert 8 < pieces < 128 and saved.tokenize([query], is_query=True)["input_ids"].shape[1] == pieces

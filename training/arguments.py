@@ -41,6 +41,9 @@ class ModelArguments:
         "help": "documents' token limit of the saved model: what evaluation, sentence-transformers and the exports "
                 "truncate at (unset: the saved model's, or the backbone's positions); max_seq_length only bounds "
                 "training documents"})
+    inference_max_query_length: Optional[int] = field(default=None, metadata={
+        "help": "the same for queries (unset: the saved model's, or inference_max_seq_length); max_query_length "
+                "only bounds training queries"})
     freeze_layers: int = field(default=0, metadata={
         "help": "freeze the embeddings and this many bottom transformer layers (faster steps on a small budget)"})
     use_lora: bool = False
@@ -62,6 +65,7 @@ class ModelArguments:
             if script not in MASK_SCRIPTS:
                 raise ValueError(f"allowed_scripts: unknown script {script!r}; choose from {MASK_SCRIPTS}")
         _check_range("inference_max_seq_length", self.inference_max_seq_length, ">= 1")
+        _check_range("inference_max_query_length", self.inference_max_query_length, ">= 1")
         _check_range("freeze_layers", self.freeze_layers, ">= 0")
         _check_range("idf_learning_rate", self.idf_learning_rate, "> 0")
         _check_range("lora_r", self.lora_r, ">= 1")
@@ -82,7 +86,7 @@ class DataArguments:
     train_task: Optional[list[str]] = field(default=None, metadata={"help": "deprecated: use sources"})
     sampling_weight: Optional[list[float]] = field(default=None, metadata={"help": "deprecated: use sources"})
     curriculum_start: Optional[list[float]] = field(default=None, metadata={"help": "deprecated: use sources"})
-    # Training truncation, for speed: the saved model encodes whole documents (ModelArguments.inference_max_seq_length).
+    # Training truncation, for speed: the saved model reads whole texts (ModelArguments.inference_max_*_length).
     max_seq_length: int = 256
     max_query_length: int = 64
     max_term_length: int = 16

@@ -41,7 +41,7 @@ class SparseConfig:
     # Documents' token limit when encoding (evaluation, sentence-transformers, the exports); None: the backbone's
     # positions. Training truncates separately (DataArguments.max_seq_length).
     max_seq_length: Optional[int] = None
-    max_query_length: int = 64
+    max_query_length: Optional[int] = None  # None: max_seq_length, as one OpenSearch bi-encoder zip truncates both
     # Encode-time pruning: keep the top_k weights per text and drop weights below threshold.
     top_k: Optional[int] = None
     threshold: float = 0.0
@@ -125,11 +125,14 @@ class SparseEncoder(nn.Module):
         limit = max_positions(mlm, tokenizer)
         if self.config.max_seq_length is None:
             self.config.max_seq_length = limit or DEFAULT_MAX_SEQ_LENGTH
-        if limit is not None and self.config.max_seq_length > limit:
-            logger.warning("max_seq_length %d exceeds the model's %d positions; using %d",
-                           self.config.max_seq_length, limit, limit)
-            self.config.max_seq_length = limit
-            self.config.max_query_length = min(self.config.max_query_length, limit)
+        if self.config.max_query_length is None:
+            self.config.max_query_length = self.config.max_seq_length
+        # doc-only queries are bags of tokens, never embedded: only the positions a text is embedded with bound it
+        for key in ("max_seq_length",) + (("max_query_length",) if self.config.mode == "splade" else ()):
+            if limit is not None and getattr(self.config, key) > limit:
+                logger.warning("%s %d exceeds the model's %d positions; using %d", key, getattr(self.config, key),
+                               limit, limit)
+                setattr(self.config, key, limit)
         # Everything below depends only on the tokenizer and vocabulary: computed once, never per encode call.
         self.vocab_size = vocab_size = mlm.get_output_embeddings().weight.shape[0]
         self.feature_names = feature_names(tokenizer, vocab_size)
