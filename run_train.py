@@ -87,7 +87,7 @@ def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
     set_seed(training_args.seed)  # fresh weights (a context gate's) start alike on every rank and run
     with training_args.main_process_first(desc="load and validate training data"):
         sources = load_training_sources(data_args)
-        model = load_model(model_args, data_args, resolved)
+        model = load_model(model_args, resolved)
     for s in sources:
         logger.info("source %s: %d %s records", s.name, len(s.records), s.task)
     if model_args.freeze_layers:
@@ -120,7 +120,11 @@ def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
     return trainer, resolved
 
 
-def load_model(model_args, data_args, resolved: dict) -> SparseEncoder:
+# Config keys named apart from the SparseConfig field they set: training's max_*_length only truncate batches.
+SPARSE_CONFIG_KEYS = {"inference_max_seq_length": "max_seq_length", "inference_max_query_length": "max_query_length"}
+
+
+def load_model(model_args, resolved: dict) -> SparseEncoder:
     """The backbone or saved model. The sparse settings a saved model carries (sparse_config.json) are passed on
     only when the config or command line sets them: fine-tuning a saved doc-only or script-masked model keeps them."""
     settings = {"mode": model_args.mode, "allowed_scripts": model_args.allowed_scripts,
@@ -128,10 +132,7 @@ def load_model(model_args, data_args, resolved: dict) -> SparseEncoder:
                 "inference_max_query_length": model_args.inference_max_query_length,
                 "context_gate": model_args.context_gate, "context_gate_hidden": model_args.context_gate_hidden,
                 "context_gate_heads": model_args.context_gate_heads}
-    overrides = {key: value for key, value in settings.items() if key in resolved}
-    for side in ("seq", "query"):  # the saved model's limits; training's max_*_length only truncate batches
-        if f"inference_max_{side}_length" in overrides:
-            overrides[f"max_{side}_length"] = overrides.pop(f"inference_max_{side}_length")
+    overrides = {SPARSE_CONFIG_KEYS.get(key, key): value for key, value in settings.items() if key in resolved}
     path = model_args.model_name_or_path
     try:
         return SparseEncoder.from_pretrained(path, idf_file=model_args.idf_file,

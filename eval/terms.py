@@ -87,11 +87,13 @@ def term_metrics(model, pairs: Sequence[dict], top_n: int = 50, k_values: Sequen
     ko_pieces = _piece_ids(model, ko_terms)
     en_pieces = _piece_ids(model, en_terms)
     preservation = [len(p & t) / len(p) for p, t in zip(ko_pieces, top) if p]
-    activation = [len(en_pieces[en_row[p["en"]]] & top[ko_row[p["ko"]]]) / len(en_pieces[en_row[p["en"]]])
-                  for p in pairs if en_pieces[en_row[p["en"]]]]
-    en_heads = _piece_ids(model, en_terms, word_heads=True)
-    word_activation = [len(en_heads[en_row[p["en"]]] & top[ko_row[p["ko"]]]) / len(en_heads[en_row[p["en"]]])
-                       for p in pairs if en_heads[en_row[p["en"]]]]
+
+    def in_korean_top(targets: list[set[int]]) -> list[float]:  # per pair: share of its English targets in the top
+        return [len(targets[en_row[p["en"]]] & top[ko_row[p["ko"]]]) / len(targets[en_row[p["en"]]])
+                for p in pairs if targets[en_row[p["en"]]]]
+
+    activation = in_korean_top(en_pieces)
+    word_activation = in_korean_top(_piece_ids(model, en_terms, word_heads=True))
     active = [set(ko.indices[ko.indptr[i]:ko.indptr[i + 1]].tolist()) for i in range(ko.shape[0])]
     target_pieces = [(en_pieces[en_row[p["en"]]], active[ko_row[p["ko"]]]) for p in pairs]
     dead = sum(len(t - a) for t, a in target_pieces) / max(1, sum(len(t) for t, _ in target_pieces))

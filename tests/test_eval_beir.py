@@ -141,13 +141,13 @@ def test_run_model_reports_and_warns_about_cut_documents(tmp_path, tiny_model_di
     from training import SparseEncoder
 
     sentence = CORPUS[1]["text"]
-    probe = SparseEncoder.from_pretrained(tiny_model_dir)
-    pieces = len(probe.tokenizer(sentence, add_special_tokens=False)["input_ids"])
+    model = SparseEncoder.from_pretrained(tiny_model_dir).eval()
+    pieces = len(model.tokenizer(sentence, add_special_tokens=False)["input_ids"])
+    model.config.max_seq_length = 2 + 2 * pieces  # [CLS] two copies [SEP]
     corpus = [{"_id": f"d{k}", "title": "", "text": " ".join([sentence] * k)} for k in range(1, 6)]
     queries = [{"_id": "q1", "text": "머신러닝 모델"}]
     root = write_beir(tmp_path / "long-docs", corpus=corpus, queries=queries,
                       qrels_lines=["query-id\tcorpus-id\tscore", "q1\td1\t1"])
-    model = SparseEncoder.from_pretrained(tiny_model_dir, max_seq_length=2 + 2 * pieces).eval()  # [CLS] .. [SEP]
     with caplog.at_level("WARNING", logger="eval.runner"):
         metrics, _, _ = run_model(model, load_beir(root), k_values=(1,), latency_queries=1)
     assert metrics["truncated_docs"] == pytest.approx(3 / 5)

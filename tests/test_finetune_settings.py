@@ -1,5 +1,6 @@
 """Fine-tuning a saved sparse model keeps its sparse settings (mode, allowed scripts, lengths) unless the config
-sets them; training's max_seq_length truncates training documents only, never what the saved model encodes."""
+sets them; training's max_seq_length / max_query_length truncate training batches only, never what the saved model
+reads."""
 import json
 
 import pytest
@@ -53,22 +54,13 @@ def test_a_setting_the_config_gives_overrides_the_saved_one(saved_model, tmp_pat
     assert trainer.data_collator.max_seq_length == 24
 
 
-def test_training_truncation_does_not_become_the_saved_models_limit(tiny_model_dir, tmp_path):
+def test_training_truncation_does_not_become_the_saved_models_limit(tiny_model_dir, saved_model, tmp_path):
     """A model trained on 24-token documents and 8-token queries still encodes whole texts (up to the backbone's 128
     positions): the quickstart trains at 96 and 32 tokens, and its saved model used to cut every KorQuAD paragraph
     (median 275) and 7% of its questions there, in evaluation and in the OpenSearch export alike."""
-    data = tmp_path / "triplets.jsonl"
-    data.write_text("".join(json.dumps({"query": k[:6], "positive": k}, ensure_ascii=False) + "\n" for k in KO),
-                    encoding="utf-8")
-    out = tmp_path / "out"
-    config = tmp_path / "train.yaml"
-    config.write_text(f"model_name_or_path: {tiny_model_dir}\ntrain_file: {data}\noutput_dir: {out}\n"
-                      "report_to: none\nmax_steps: 2\nper_device_train_batch_size: 2\nsave_strategy: 'no'\n"
-                      "max_seq_length: 24\nmax_query_length: 8\n", encoding="utf-8")
-    trainer, _ = run_train.build_trainer([str(config)])
-    run_train.train(trainer)
+    _, data = saved_model  # its triplets, trained from the plain backbone
+    trainer, saved = _finetune((tiny_model_dir, data), tmp_path, "--max_seq_length", "24", "--max_query_length", "8")
     assert (trainer.data_collator.max_seq_length, trainer.data_collator.max_query_length) == (24, 8)
-    saved = SparseEncoder.from_pretrained(out).eval()
     assert (saved.config.max_seq_length, saved.config.max_query_length) == (128, 128)
     document = " ".join(SENTENCES)  # Korean and English sentences, 162 pieces
     assert len(saved.tokenizer(document)["input_ids"]) > 128
