@@ -9,7 +9,8 @@ between consecutive optimizer steps, and each row reports the median over the ti
 in-batch-negative cross-entropy on dot products plus FLOPS regularisation of queries and documents. Prints one
 JSON line per configuration, a Markdown table, and a final summary JSON line.
 `--profile` instead prints a torch.profiler table of one SparseTrainer step. `--config configs/ko-en-base.yaml`
-instead times that config's own steps per task (its data, batches and losses), fp32 against bf16 autocast."""
+instead times that config's own steps per task (its data, batches and losses), fp32 against bf16 autocast, each
+with and without length-grouped encoding (`SparseEncoder.length_group_overhead`)."""
 from __future__ import annotations
 
 import argparse
@@ -21,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from training.encoder import SparseEncoder  # noqa: E402
 from bench.common import (FULL_BACKBONE, TRIMMED_BACKBONE, backbone_dir, load_average, markdown_table, median,  # noqa: E402
                           msmarco_pairs, peak_rss_mb, run_configs, set_threads)
 
@@ -160,6 +162,7 @@ def run_config(a) -> dict:
         trainer, _ = build_trainer([a.config, "--max_steps", str(a.warmup + a.steps), "--output_dir", tmp,
                                     "--save_strategy", "no", "--report_to", "none", "--logging_steps", "1000",
                                     "--disable_tqdm", "true", "--bf16", str(a.precision == "bf16")])
+        trainer.model.length_group_overhead = a.length_group_overhead
         timer = StepTimes()
         trainer.add_callback(timer)
         trainer.train()
@@ -168,7 +171,8 @@ def run_config(a) -> dict:
     for step, t in list(enumerate(timer.times))[a.warmup:]:  # times[i] is plan item i (one process, epoch 0)
         per_task.setdefault(schedule.sources[schedule.plan[step][0]].task, []).append(t)
     timed = timer.times[a.warmup:]
-    return {"config": a.config, "precision": a.precision, "threads": a.threads, "timed_steps": len(timed),
+    return {"config": a.config, "precision": a.precision, "length_group_overhead": a.length_group_overhead,
+            "threads": a.threads, "timed_steps": len(timed),
             "mean_step_s": round(sum(timed) / len(timed), 3),
             "train_loss": round(trainer.state.log_history[-1]["train_loss"], 4),
             **{f"{task}_step_s": round(median(ts), 3) for task, ts in sorted(per_task.items())},
@@ -240,6 +244,9 @@ def main():
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: autocast matrix products to bfloat16 (fp32 master weights); needs AVX512-BF16 or AMX")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--length-group-overhead", "--length_group_overhead", type=lambda v: None if v == "none" else int(v),
+                   default=SparseEncoder.length_group_overhead,
+                   help="--config runs: padding tokens a sub-batch must save (none: one call per batch)")
     p.add_argument("--config", help="instead: a shipped config's step times per task, fp32 against bf16 (needs its "
                                     "data built: e.g. BUILD_ONLY=1 bash ko-en-base.sh)")
     a = p.parse_args()
@@ -252,16 +259,22 @@ def main():
 
         # Without bf16 instructions run_train.py trains a bf16 config in fp32: a bf16 row would time fp32 again.
         precisions = ("fp32",) if cpu_supports_bf16() is False else ("fp32", "bf16")
-        configs = [{"threads": t, "precision": precision} for t in a.threads for precision in precisions]
+        groupings = ("none", str(a.length_group_overhead))
+        configs = [{"threads": t, "precision": precision, "length_group_overhead": g}
+                   for t in a.threads for precision in precisions for g in groupings]
         print(json.dumps({"load_average_start": load_average(), "precisions": precisions}), flush=True)
         results = run_configs(__file__, configs, [f"--config={a.config}", f"--steps={a.steps}", f"--warmup={a.warmup}"])
         per_task = sorted({k for r in results for k in r if k.endswith("_step_s") and k != "mean_step_s"})
-        columns = ["precision", "threads", "timed_steps", "mean_step_s", *per_task, "train_loss", "peak_rss_mb"]
+        columns = ["precision", "length_group_overhead", "threads", "timed_steps", "mean_step_s", *per_task,
+                   "train_loss", "peak_rss_mb"]
         print(markdown_table(results, columns))
-        ok = {r["precision"]: r for r in results if "error" not in r and r["threads"] == max(a.threads)}
-        if len(ok) == 2:
-            print(json.dumps({"bf16_speedup": round(ok["fp32"]["mean_step_s"] / ok["bf16"]["mean_step_s"], 3),
-                              "load_average": load_average()}), flush=True)
+        ok = {(r["precision"], r["length_group_overhead"]): r["mean_step_s"] for r in results
+              if "error" not in r and r["threads"] == max(a.threads)}
+        speedups = {f"{p}_length_grouping_speedup": round(ok[(p, None)] / ok[(p, a.length_group_overhead)], 3)
+                    for p in precisions if (p, None) in ok and (p, a.length_group_overhead) in ok}
+        if ("fp32", None) in ok and ("bf16", None) in ok:
+            speedups["bf16_speedup"] = round(ok[("fp32", None)] / ok[("bf16", None)], 3)
+        print(json.dumps({**speedups, "load_average": load_average()}), flush=True)
         return
     configs = []
     for threads in a.threads:

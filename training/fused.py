@@ -154,7 +154,7 @@ def mlm_head_parts(mlm: nn.Module):
     return None
 
 
-def _exporting() -> bool:
+def exporting() -> bool:
     """Tracing / ONNX export / torch.compile capture a plain graph; the fused autograd function is for eager."""
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
@@ -169,7 +169,7 @@ def mlm_max_logits(mlm: nn.Module, input_ids: torch.Tensor, attention_mask: torc
     attends to the whole text); `return_hidden` also returns the backbone's final hidden states [batch, seq,
     hidden] from the same forward pass (what a context gate pools)."""
     pool_mask = attention_mask if pool_mask is None else pool_mask
-    parts = mlm_head_parts(mlm) if fused and not _exporting() else None
+    parts = mlm_head_parts(mlm) if fused and not exporting() else None
     if parts is None:
         out = mlm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=return_hidden)
         values = masked_max(out.logits, pool_mask)
