@@ -90,6 +90,7 @@ def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
         model = load_model(model_args, resolved)
     for s in sources:
         logger.info("source %s: %d %s records", s.name, len(s.records), s.task)
+    model.length_group_overhead = model_args.length_group_overhead
     if model_args.freeze_layers:
         as_config_error(model.freeze_bottom_layers, model_args.freeze_layers)
     if model_args.use_lora:

@@ -97,6 +97,8 @@ CATALOGUE = {
                         "config error: translation_margin must be >= 0, got -1.0"),
     "nan activation target": (lambda p: (_argv(p, "--activation_target", "nan"), None),
                               "config error: activation_target must be a finite number > 0, got nan"),
+    "negative length group overhead": (lambda p: (_argv(p, "--length_group_overhead", "-1"), None),
+                                       "config error: length_group_overhead must be >= 0, got -1"),
     "negative learning rate": (lambda p: (_argv(p, "--learning_rate", "-0.0001"), None),
                                "config error: learning_rate must be > 0, got -0.0001"),
     "zero batch size": (lambda p: (_argv(p, "--per_device_train_batch_size", "0"), None),

@@ -90,3 +90,18 @@ def test_grouped_encoding_equals_one_padded_call(tiny_model_dir, shared_data, fu
     assert grouped_grads.keys() == whole_grads.keys() and len(whole_grads) > 0
     for name in whole_grads:
         torch.testing.assert_close(grouped_grads[name], whole_grads[name], atol=1e-8, rtol=1e-8, msg=name)
+
+
+@pytest.mark.parametrize("setting, expected", [("length_group_overhead: 300\n", 300),
+                                               ("length_group_overhead: null\n", None), ("", 64)])
+def test_the_config_sets_the_trainers_grouping(tiny_model_dir, tmp_path, setting, expected):
+    from run_train import build_trainer
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"query": q, "positive": q + " 문서"}, ensure_ascii=False) + "\n"
+                            for q in ["머신러닝", "검색 엔진", "추천 시스템", "서울"]), encoding="utf-8")
+    config = tmp_path / "train.yaml"
+    config.write_text(f"model_name_or_path: {tiny_model_dir}\noutput_dir: {tmp_path / 'out'}\nreport_to: none\n"
+                      f"train_file: {data}\nper_device_train_batch_size: 2\nmax_steps: 1\n{setting}", encoding="utf-8")
+    trainer, _ = build_trainer([str(config)])
+    assert trainer.model.length_group_overhead == expected

@@ -19,7 +19,7 @@ from transformers import HfArgumentParser, TrainingArguments
 from builders.contracts import TRAINING_CONTRACTS
 
 from .data import SourceSpec
-from .encoder import MODES
+from .encoder import MODES, SparseEncoder
 from .losses import TERM_LOSS_SPACES
 from .vocab import MASK_SCRIPTS
 
@@ -46,6 +46,9 @@ class ModelArguments:
                 "only bounds training queries"})
     freeze_layers: int = field(default=0, metadata={
         "help": "freeze the embeddings and this many bottom transformer layers (faster steps on a small budget)"})
+    length_group_overhead: Optional[int] = field(default=SparseEncoder.length_group_overhead, metadata={
+        "help": "encode each batch in sub-batches of similar length; one more sub-batch must save this many padding "
+                "tokens (2.6x faster triplet steps on 2 CPU cores); null: one call per batch"})
     use_lora: bool = False
     lora_r: int = 16
     lora_alpha: int = 32
@@ -67,6 +70,7 @@ class ModelArguments:
         _check_range("inference_max_seq_length", self.inference_max_seq_length, ">= 1")
         _check_range("inference_max_query_length", self.inference_max_query_length, ">= 1")
         _check_range("freeze_layers", self.freeze_layers, ">= 0")
+        _check_range("length_group_overhead", self.length_group_overhead, ">= 0")
         _check_range("idf_learning_rate", self.idf_learning_rate, "> 0")
         _check_range("lora_r", self.lora_r, ">= 1")
         _check_range("lora_alpha", self.lora_alpha, "> 0")
