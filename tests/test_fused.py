@@ -68,11 +68,22 @@ def test_inference_path_equals_training_path():
     assert torch.equal(inference, training.detach())
 
 
-def _param_grads(encoder, batch, upstream):
+def outputs_and_grads(encoder, batch, upstream):
+    """The document vectors and every parameter's gradient of sum(vectors * upstream)."""
     encoder.zero_grad()
     out = encoder.encode_documents(batch["input_ids"], batch["attention_mask"])
     (out * upstream).sum().backward()
     return out.detach(), {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None}
+
+
+def assert_same_outputs_and_grads(first, second):
+    """Two outputs_and_grads results agree to 1e-8 (float64), and neither is trivially zero."""
+    (first_out, first_grads), (second_out, second_grads) = first, second
+    assert (second_out > 0).any()
+    torch.testing.assert_close(first_out, second_out, atol=1e-8, rtol=1e-8)
+    assert first_grads.keys() == second_grads.keys() and len(second_grads) > 0
+    for name in second_grads:
+        torch.testing.assert_close(first_grads[name], second_grads[name], atol=1e-8, rtol=1e-8, msg=name)
 
 
 def assert_encoder_paths_equal(encoder):
@@ -80,14 +91,9 @@ def assert_encoder_paths_equal(encoder):
     batch = encoder.tokenize(texts)
     upstream = torch.rand(len(texts), encoder.vocab_size, dtype=torch.float64)
     encoder.fused_pooling = True
-    fused_out, fused_grads = _param_grads(encoder, batch, upstream)
+    fused = outputs_and_grads(encoder, batch, upstream)
     encoder.fused_pooling = False
-    plain_out, plain_grads = _param_grads(encoder, batch, upstream)
-    assert (fused_out > 0).any()
-    torch.testing.assert_close(fused_out, plain_out, atol=1e-8, rtol=1e-8)
-    assert fused_grads.keys() == plain_grads.keys() and len(fused_grads) > 0
-    for name in plain_grads:
-        torch.testing.assert_close(fused_grads[name], plain_grads[name], atol=1e-8, rtol=1e-8, msg=name)
+    assert_same_outputs_and_grads(fused, outputs_and_grads(encoder, batch, upstream))
 
 
 def test_encoder_fused_equals_plain_bert(tiny_model_dir):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.test_fused import assert_same_outputs_and_grads, outputs_and_grads
 from training import SparseEncoder
 from training.encoder import length_groups
 
@@ -61,13 +62,6 @@ def _korquad_texts(shared_data, count=12):
     return texts[:count]
 
 
-def _outputs_and_grads(encoder, batch, upstream):
-    encoder.zero_grad()
-    out = encoder.encode_documents(batch["input_ids"], batch["attention_mask"])
-    (out * upstream).sum().backward()
-    return out.detach(), {n: p.grad.clone() for n, p in encoder.named_parameters() if p.grad is not None}
-
-
 @pytest.mark.parametrize("fused", [True, False])
 def test_grouped_encoding_equals_one_padded_call(tiny_model_dir, shared_data, fused, monkeypatch):
     encoder = SparseEncoder.from_pretrained(tiny_model_dir).double().eval()
@@ -81,15 +75,10 @@ def test_grouped_encoding_equals_one_padded_call(tiny_model_dir, shared_data, fu
     original = SparseEncoder._max_logits
     monkeypatch.setattr(SparseEncoder, "_max_logits", lambda self, ids, *a: calls.append(ids.shape) or original(
         self, ids, *a))
-    grouped, grouped_grads = _outputs_and_grads(encoder, batch, upstream)
+    grouped = outputs_and_grads(encoder, batch, upstream)
     assert len(calls) == len(groups) and sum(s[0] * s[1] for s in calls) < batch["input_ids"].numel()
     encoder.length_group_overhead = None
-    whole, whole_grads = _outputs_and_grads(encoder, batch, upstream)
-    assert (whole > 0).any()
-    torch.testing.assert_close(grouped, whole, atol=1e-8, rtol=1e-8)
-    assert grouped_grads.keys() == whole_grads.keys() and len(whole_grads) > 0
-    for name in whole_grads:
-        torch.testing.assert_close(grouped_grads[name], whole_grads[name], atol=1e-8, rtol=1e-8, msg=name)
+    assert_same_outputs_and_grads(grouped, outputs_and_grads(encoder, batch, upstream))
 
 
 @pytest.mark.parametrize("setting, expected", [("length_group_overhead: 300\n", 300),
