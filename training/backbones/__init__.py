@@ -91,7 +91,7 @@ def resolve_backbone(name_or_path: str, cache_dir: str | os.PathLike | None = No
 def _build_korean_english_in_child(model_dir: Path, out_dir: Path) -> None:
     """``build_korean_english(model_dir, out_dir)`` with the ``KO_EN_WARMUP`` recipe, in a fresh single process:
     a warm-up Trainer in the caller's process fixes accelerate's mixed precision for it (a bf16 run then fails
-    with "AcceleratorState has already been initialized"), and under torchrun it would join the other ranks."""
+    with "AcceleratorState has already been initialized"), and under torchrun it would see the launcher's ranks."""
     env = {key: value for key, value in os.environ.items()
            if key not in _LAUNCHER_ENV and not key.startswith(("ACCELERATE_", "TORCHELASTIC_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parents[2]), env.get("PYTHONPATH")]))
