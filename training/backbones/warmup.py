@@ -20,9 +20,11 @@ from transformers import (AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLa
 from ..fused import mlm_head
 from . import KO_EN_WARMUP
 from .corpus import warmup_texts
-from .head import CALIBRATION_TEXTS, calibrate_logit_bias, init_identity_head
+from .head import CALIBRATION_TEXTS, calibrate_logit_bias, init_identity_head, init_state_decoder
 from .trim import korean_english_ids, trim_vocabulary
 
+# "tied": the decoder is the word embeddings; "states": its own rows, each piece's final-layer state (head.py)
+DECODERS = ("tied", "states")
 PROBE_SENTENCES = [
     "대한민국의 수도는 <mask>이다.",
     "나는 아침에 <mask>를 마셨다.",
@@ -86,7 +88,8 @@ def _freeze_all_but_head(model, train_layers: int) -> int:
     for module in trainable:
         for param in module.parameters():
             param.requires_grad = True
-    model.get_input_embeddings().weight.requires_grad = False  # also the tied decoder weight
+    model.get_input_embeddings().weight.requires_grad = False
+    model.get_output_embeddings().weight.requires_grad = False  # the decoder rows (tied or piece states) stay
     model.get_output_embeddings().bias.requires_grad = True
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -125,14 +128,17 @@ def build_korean_english(model_dir, out_dir, data_dir=None, trim: bool = True, h
     re-initialise its head, warm it (and the top ``train_layers``) up, and save it with ``warmup.json`` (the report)
     to ``out_dir``. ``recipe`` overrides keys of ``KO_EN_WARMUP``."""
     recipe = {**KO_EN_WARMUP, **recipe}
-    min_count = recipe.pop("min_count")
+    min_count, decoder = recipe.pop("min_count"), recipe.pop("decoder")
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder={decoder!r}; expected one of {DECODERS}")
     model = AutoModelForMaskedLM.from_pretrained(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     train, held_out = warmup_texts(data_dir)
     held_out = held_out[:held_out_limit]
     if trim:
         model, tokenizer = trim_vocabulary(model, tokenizer, korean_english_ids(tokenizer, train, min_count))
-    head = init_identity_head(model, tokenizer)
+    head = init_state_decoder(model, tokenizer) if decoder == "states" else {"decoder": "tied"}
+    head.update(init_identity_head(model, tokenizer))
     out_dir = Path(out_dir)
     report = {"vocab_size": len(tokenizer), "head_init": head, "held_out_texts": len(held_out),
               **warmup_mlm(model, tokenizer, train, held_out, out_dir / "trainer", **recipe)}
