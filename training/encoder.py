@@ -143,6 +143,7 @@ class SparseEncoder(nn.Module):
                    else torch.ones(len(tokenizer), dtype=torch.bool))
         allowed = _fit(allowed, vocab_size, False) & served
         allowed[list(special_token_ids(tokenizer))] = False
+        freeze_detached_head_bias(mlm)
         self.register_buffer("output_mask", allowed.float(), persistent=False)
         self.register_buffer("canonical_ids", canonical, persistent=False)
         if self.config.mode == "doc_only":
@@ -347,6 +348,16 @@ class SparseEncoder(nn.Module):
         cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, modules_to_save=[mlm_head_name(self.mlm)],
                          target_modules=target_modules or ["query", "key", "value"])
         self.mlm = get_peft_model(self.mlm, cfg)
+
+
+def freeze_detached_head_bias(mlm: nn.Module) -> None:
+    """An untied decoder keeps its own bias (backbones.head.init_state_decoder); the MLM head's other `bias` then
+    enters no forward pass, and DDP stops on a trainable parameter that never gets a gradient."""
+    decoder = mlm.get_output_embeddings()
+    for module in mlm.modules():
+        bias = getattr(module, "bias", None)
+        if getattr(module, "decoder", None) is decoder and isinstance(bias, nn.Parameter) and bias is not decoder.bias:
+            bias.requires_grad_(False)
 
 
 def length_groups(attention_mask: torch.Tensor, overhead: int) -> list[tuple[torch.Tensor, int]]:

@@ -99,6 +99,9 @@ def init_state_decoder(model, tokenizer) -> dict:
     decoder = model.get_output_embeddings()
     model.config.tie_word_embeddings = False
     decoder.weight = torch.nn.Parameter(states / states.norm(dim=1, keepdim=True).clamp(min=1e-6) * scale)
+    # transformers ties BERT's decoder bias to the head's `bias` only together with the word embeddings: untied,
+    # the decoder keeps a bias of its own, saved and loaded under its own name (SparseEncoder freezes the other).
+    decoder.bias = torch.nn.Parameter(decoder.bias.detach().clone())
     return {"decoder": "states", "rows": states.shape[0]}
 
 
