@@ -7,6 +7,7 @@ import time
 
 def main(argv=None):
     from . import KO_EN_WARMUP
+    from .head import DECODERS
 
     parser = argparse.ArgumentParser(prog="python -m training.backbones")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -25,7 +26,7 @@ def main(argv=None):
     warm.add_argument("--learning_rate", type=float, default=KO_EN_WARMUP["learning_rate"])
     warm.add_argument("--min_count", type=int, default=KO_EN_WARMUP["min_count"],
                       help="keep pieces the text uses this often")
-    warm.add_argument("--decoder", choices=("tied", "states"), default=KO_EN_WARMUP["decoder"],
+    warm.add_argument("--decoder", choices=DECODERS, default=KO_EN_WARMUP["decoder"],
                       help="tied: the word embeddings; states: each piece's final-layer state (untied)")
     warm.add_argument("--no_trim", action="store_true", help="keep the full vocabulary")
     args = parser.parse_args(argv)

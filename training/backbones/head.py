@@ -29,6 +29,8 @@ CALIBRATION_TEXTS = [
     "오늘 날씨가 맑아서 친구들과 공원에서 자전거를 탔다.",
     "How many calories should an adult eat per day to maintain a healthy weight?",
 ]
+# "tied": the decoder is the word embeddings; "states": rows of its own, each piece's final-layer state
+DECODERS = ("tied", "states")
 SPECIAL_TOKEN_BIAS = -20.0  # <s>, <pad>, <mask>... are never expansion terms nor MLM targets
 DEFAULT_TERMS_PER_TEXT = 64  # for sentence-length texts: healthy SPLADE queries have ~30-50 terms, documents ~200
 
@@ -91,8 +93,8 @@ def init_state_decoder(model, tokenizer) -> dict:
     """Untie the decoder from the word embeddings and make each row the piece's own final-layer state (centred, at
     the embeddings' mean norm). A dense multilingual encoder puts a word and its translation close in its output
     space, not in its input embeddings: before any training, an identity head on these rows ranks the English
-    pieces of MUSE test translations 2.4x as often among a Korean term's top 50 as the tied decoder does
-    (docs/results/experiments.md). Call before ``init_identity_head``."""
+    pieces of MUSE test translations 2.4x as often among a Korean term's top 50 as the tied decoder does (the MLM
+    warm-up undoes most of it; docs/results/experiments.md). Call before ``init_identity_head``."""
     states = piece_states(model, tokenizer)
     states -= states.mean(0)
     scale = model.get_input_embeddings().weight.norm(dim=1).mean()

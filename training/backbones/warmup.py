@@ -20,11 +20,9 @@ from transformers import (AutoModelForMaskedLM, AutoTokenizer, DataCollatorForLa
 from ..fused import mlm_head
 from . import KO_EN_WARMUP
 from .corpus import warmup_texts
-from .head import CALIBRATION_TEXTS, calibrate_logit_bias, init_identity_head, init_state_decoder
+from .head import CALIBRATION_TEXTS, DECODERS, calibrate_logit_bias, init_identity_head, init_state_decoder
 from .trim import korean_english_ids, trim_vocabulary
 
-# "tied": the decoder is the word embeddings; "states": its own rows, each piece's final-layer state (head.py)
-DECODERS = ("tied", "states")
 PROBE_SENTENCES = [
     "대한민국의 수도는 <mask>이다.",
     "나는 아침에 <mask>를 마셨다.",
