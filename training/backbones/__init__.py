@@ -29,7 +29,7 @@ CACHE_ENV = "KO_SPARSE_CACHE"
 # The ko-en recipe: training the top 4 layers with the head reaches 13.1% masked-token accuracy where the head
 # alone reaches 5.3% (README "Offline backbone"); build_korean_english and its CLI default to it.
 # The decoder stays tied: "states" (head.init_state_decoder) ranks translations higher before the warm-up, but the
-# full ko-en-base run on it lost 0.03-0.09 nDCG@10 on every benchmark (docs/results/experiments.md).
+# ko-en-base run on it lost nDCG@10 on every benchmark (ko->en -0.07 to -0.09; docs/results/experiments.md).
 KO_EN_WARMUP = {"max_steps": 1000, "train_layers": 4, "learning_rate": 1e-3, "batch_size": 8, "max_length": 64,
                 "min_count": 2, "decoder": "tied"}
 _BUILD_CODE = ("corpus.py", "trim.py", "head.py", "warmup.py")
