@@ -209,6 +209,24 @@ def test_mlm_warmup_keeps_the_untied_decoder_rows(tiny_model_dir, tmp_path):
     assert not torch.equal(model.cls.predictions.transform.dense.weight, transform)
 
 
+def test_mlm_warmup_of_zero_steps_only_calibrates_the_bias(tiny_model_dir, tmp_path):
+    """``max_steps=0`` (the piece-state decoder without warm-up) must leave every weight but the decoder bias."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from tests.tiny import SENTENCES
+    from training.backbones.warmup import warmup_mlm
+
+    model = AutoModelForMaskedLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    init_state_decoder(model, tokenizer)
+    before = {name: p.clone() for name, p in model.named_parameters()}
+    report = warmup_mlm(model, tokenizer, SENTENCES * 4, SENTENCES, tmp_path, max_steps=0)
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert changed == {"cls.predictions.decoder.bias"}, changed
+    assert report["train"]["steps"] == 0 and report["calibration"]["terms_per_text"] > 0
+    assert all(p.requires_grad for p in model.parameters())
+
+
 @pytest.mark.parametrize("kind", ["unigram", "wordpiece"])
 def test_trimming_keeps_kept_text_identical(kind, e5_file, tiny_model_dir):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
@@ -311,7 +329,7 @@ def test_ko_en_cache_folder_changes_with_the_warmup_recipe(monkeypatch):
 
     before = backbones.ko_en_cache_name()
     assert before == backbones.ko_en_cache_name() and before.startswith("multilingual-e5-small-ko-en-")
-    monkeypatch.setitem(backbones.KO_EN_WARMUP, "train_layers", 0)
+    monkeypatch.setitem(backbones.KO_EN_WARMUP, "min_count", 3)
     assert backbones.ko_en_cache_name() != before
 
 

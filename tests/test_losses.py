@@ -243,6 +243,41 @@ def test_lexical_prior_keeps_own_tokens_of_queries_and_documents():
     assert L.SparseLoss(weights, regularise_queries=False).logit_groups("triplets") == ("doc",)
 
 
+def test_coverage_pushes_the_positive_to_its_querys_tokens_even_when_inactive():
+    # two queries, each with [positive, negative]; vocabulary of 4
+    d_logits = torch.tensor([[-2.0, 3.0, 0.5, -1.0],   # positive of query 0: token 0 dead, token 1 above target
+                             [-5.0, -5.0, -5.0, -5.0],  # its negative: never a coverage target
+                             [0.5, -0.5, -3.0, 9.0],    # positive of query 1
+                             [-5.0, -5.0, -5.0, -5.0]], requires_grad=True)
+    reps = {"query": torch.rand(2, 4), "doc": torch.log1p(torch.relu(d_logits)), "doc_logits": d_logits}
+    batch = {"doc_mask": torch.ones(2, 2, dtype=torch.bool),
+             "query_bag": torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 1.0, 1.0, 0.0]])}
+    weights = LossArguments(coverage_weight=0.5, coverage_target=1.0, flops_query_weight=0, flops_doc_weight=0)
+    loss = L.SparseLoss(weights)
+    assert loss.bag_groups("triplets") == ("query",) and loss.logit_groups("triplets") == ("doc",)
+    assert loss.bag_groups("distillation") == () and loss.logit_groups("distillation") == ()
+    parts = loss("triplets", reps, batch)
+    e1 = math.e - 1  # the logit of weight 1
+    hinges = [e1 + 2.0, 0.0, e1 + 0.5, e1 + 3.0]  # targets (0,0), (0,1), (1,1), (1,2)
+    assert parts["coverage"].item() == pytest.approx(sum(hinges) / 4)
+    parts["loss"].backward()
+    without = d_logits.detach().clone().requires_grad_()
+    no_coverage = L.SparseLoss(LossArguments(flops_query_weight=0, flops_doc_weight=0))
+    no_coverage("triplets", {**reps, "doc": torch.log1p(torch.relu(without)), "doc_logits": without},
+                batch)["loss"].backward()
+    expected = torch.zeros(4, 4)
+    expected[0, 0] = expected[2, 1] = expected[2, 2] = -0.5 / 4  # every target under the bar, dead ones too
+    assert torch.allclose(d_logits.grad - without.grad, expected)
+    # on the weights (the old blind spot) the dead targets get nothing
+    logits = d_logits.detach().clone().requires_grad_()
+    weight_space = L.SparseLoss(LossArguments(coverage_weight=0.5, term_loss_space="weight", ranking_weight=0,
+                                              flops_query_weight=0, flops_doc_weight=0))
+    weight_space("triplets", {"query": reps["query"], "doc": torch.log1p(torch.relu(logits))}, batch)[
+        "loss"].backward()
+    assert logits.grad[0, 0] == 0 and logits.grad[2, 1] == 0 and logits.grad[2, 2] == 0 and logits.grad[0, 1] == 0
+    assert logits.grad[2, 0] == 0 and logits.grad.sum() == 0  # token (2, 0) is not a target
+
+
 def test_doc_only_loss_skips_query_regularisers():
     weights = LossArguments(flops_query_weight=0.1, l1_query_weight=0.1, flops_doc_weight=0.2)
     parts = L.SparseLoss(weights, regularise_queries=False)("triplets", {"query": Q, "doc": D}, {"doc_mask": MASK})

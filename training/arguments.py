@@ -141,6 +141,11 @@ class LossArguments:
     # Ranking batches: every query's and document's own tokens keep at least preservation_target (a lexical
     # prior, so exact matches survive expansion).
     lexical_weight: float = 0.0
+    # Triplet batches: each positive document activates its query's tokens up to coverage_target. A translated
+    # positive starts with those tokens inactive, where the ranking loss (a dot product) passes them no gradient;
+    # on max logits they are pushed up, so an English passage learns its Korean query's terms and the reverse.
+    coverage_weight: float = 0.0
+    coverage_target: float = 1.0
     activation_weight: float = 0.0
     activation_target: float = 1.0
     # The reverse direction, at activation_target: an English term's vector activates its Korean translation's

@@ -200,16 +200,22 @@ class SparseLoss:
         if task == "term_pairs":
             ko = ("ko",) if w.preservation_weight or w.activation_weight or w.translation_margin_weight else ()
             return ko + (("en",) if w.ko_activation_weight else ())
-        return self._lexical_groups()
+        return tuple(dict.fromkeys(self._lexical_groups() + self._coverage_groups(task)[1:]))
 
     def bag_groups(self, task: str) -> tuple[str, ...]:
         """Feature groups whose token bags the task's losses read (`{group}_bag` in batch)."""
-        return ("ko", "en") if task == "term_pairs" else self._lexical_groups()
+        if task == "term_pairs":
+            return ("ko", "en")
+        return tuple(dict.fromkeys(self._lexical_groups() + self._coverage_groups(task)[:1]))
 
     def _lexical_groups(self) -> tuple[str, ...]:
         if not self.w.lexical_weight:
             return ()
         return ("query", "doc") if self.regularise_queries else ("doc",)
+
+    def _coverage_groups(self, task: str) -> tuple[str, ...]:
+        """("query", "doc"): the coverage loss reads the query's bag and the documents' scores."""
+        return ("query", "doc") if self.w.coverage_weight and task == "triplets" else ()
 
     def _to(self, t: Optional[torch.Tensor], device):
         return None if t is None else t.to(device)
@@ -283,6 +289,11 @@ class SparseLoss:
                     name, value = "margin_ranking", margin_ranking(scores, doc_mask, w.ranking_margin)
                 parts[name] = value
                 terms.append(w.ranking_weight * value)
+            if task == "triplets" and w.coverage_weight:
+                activation, doc_scores = self._activation(reps, "doc")
+                positives = doc_scores.reshape(query.shape[0], n, -1)[:, 0]
+                parts["coverage"] = activation(positives, batch["query_bag"], w.coverage_target)
+                terms.append(w.coverage_weight * parts["coverage"])
             if task == "triplets" and w.triplet_margin_weight and n > 1:
                 grouped = docs.reshape(query.shape[0], n, -1)
                 parts["triplet_margin"] = triplet_margin(ranking_query, grouped[:, 0], grouped[:, 1])

