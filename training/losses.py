@@ -200,22 +200,22 @@ class SparseLoss:
         if task == "term_pairs":
             ko = ("ko",) if w.preservation_weight or w.activation_weight or w.translation_margin_weight else ()
             return ko + (("en",) if w.ko_activation_weight else ())
-        return tuple(dict.fromkeys(self._lexical_groups() + self._coverage_groups(task)[1:]))
+        return tuple(dict.fromkeys(self._lexical_groups() + (("doc",) if self._coverage_on(task) else ())))
 
     def bag_groups(self, task: str) -> tuple[str, ...]:
         """Feature groups whose token bags the task's losses read (`{group}_bag` in batch)."""
         if task == "term_pairs":
             return ("ko", "en")
-        return tuple(dict.fromkeys(self._lexical_groups() + self._coverage_groups(task)[:1]))
+        return tuple(dict.fromkeys(self._lexical_groups() + (("query",) if self._coverage_on(task) else ())))
 
     def _lexical_groups(self) -> tuple[str, ...]:
         if not self.w.lexical_weight:
             return ()
         return ("query", "doc") if self.regularise_queries else ("doc",)
 
-    def _coverage_groups(self, task: str) -> tuple[str, ...]:
-        """("query", "doc"): the coverage loss reads the query's bag and the documents' scores."""
-        return ("query", "doc") if self.w.coverage_weight and task == "triplets" else ()
+    def _coverage_on(self, task: str) -> bool:
+        """The coverage loss reads the query's token bag and the documents' max logits."""
+        return bool(self.w.coverage_weight) and task == "triplets"
 
     def _to(self, t: Optional[torch.Tensor], device):
         return None if t is None else t.to(device)
@@ -289,7 +289,7 @@ class SparseLoss:
                     name, value = "margin_ranking", margin_ranking(scores, doc_mask, w.ranking_margin)
                 parts[name] = value
                 terms.append(w.ranking_weight * value)
-            if task == "triplets" and w.coverage_weight:
+            if self._coverage_on(task):
                 activation, doc_scores = self._activation(reps, "doc")
                 positives = doc_scores.reshape(query.shape[0], n, -1)[:, 0]
                 parts["coverage"] = activation(positives, batch["query_bag"], w.coverage_target)
