@@ -81,7 +81,7 @@ SOURCES = {s.name: s for s in [
             "miracl_ko/corpus": "https://huggingface.co/datasets/miracl/miracl-corpus/tree/main/miracl-corpus-v1.0-ko"}),
 ]}
 # the cross-lingual MS MARCO pools read the same files
-SOURCES["msmarco_koen"] = SOURCES["msmarco_enko"] = SOURCES["msmarco_ko"]
+SOURCES["msmarco_koen"] = SOURCES["msmarco_enko"] = SOURCES["msmarco_parallel"] = SOURCES["msmarco_ko"]
 
 
 def locate(data_dir: str | None, source: str, relpath: str) -> str:

@@ -3,6 +3,9 @@
 Sources: KorQuAD (question -> paragraph, by article split), msmarco-ko (query -> passage, by query split),
 chatbot Q/A, question-pair paraphrases, KorSTS / KLUE-STS pairs scored >= 4, and Korean <-> English sentence
 pairs from the parallel corpora (both directions; the query-language side is ranked, its translation emitted).
+The `parallel_passages` config pairs each MS MARCO train passage with its translation (ko -> en and en -> ko), for
+training with the passage on the query side (`query_is_document` in the training sources): documents learn to carry
+their translation's terms, which is where cross-lingual matches come from.
 Each source is mined within its own corpus and is one shard, so `num_proc` builds sources in parallel.
 Splits: `train`, and `validation` (KorQuAD eval articles + msmarco-ko eval queries) for an eval loss."""
 from __future__ import annotations
@@ -25,7 +28,7 @@ from builders.sources import locate
 logger = logging.getLogger(__name__)
 
 TRIPLET_SOURCES = ("korquad", "msmarco_ko", "msmarco_koen", "msmarco_enko", "chatbot_qa", "question_pair", "korsts",
-                   "klue_sts", "parallel_news", "parallel_jhe")
+                   "klue_sts", "parallel_news", "parallel_jhe", "msmarco_parallel")
 EVAL_SOURCES = ("korquad", "msmarco_ko", "msmarco_koen", "msmarco_enko")
 MIN_STS_SCORE = 4.0
 
@@ -54,6 +57,8 @@ def _read_pools(name: str, split: str, data_dir: str | None, bad: BadRecords) ->
         return [_msmarco_cross_pool(name, split, data_dir, bad)]
     if name in ("parallel_news", "parallel_jhe"):
         return _parallel_pools(name, data_dir, bad)
+    if name == "msmarco_parallel":
+        return _msmarco_parallel_pools(data_dir, bad)
     return [_pair_pool(name, list(_pairs(name, data_dir, bad)))]
 
 
@@ -119,9 +124,29 @@ def _parallel_pools(name: str, data_dir: str | None, bad: BadRecords) -> list[Po
             if k and e:
                 ko.append(k)
                 en.append(e)
+    return _translation_pools(name, ko, en)
+
+
+def _translation_pools(name: str, ko: list[str], en: list[str]) -> list[Pool]:
+    """Both directions over aligned texts: the query's language is ranked and the translations emitted."""
     same = [{i} for i in range(len(ko))]
     return [Pool(f"{name}:ko-en", ko, en, en, search_corpus=ko, relevant=same),
             Pool(f"{name}:en-ko", en, ko, ko, search_corpus=en, relevant=same)]
+
+
+def _msmarco_parallel_pools(data_dir: str | None, bad: BadRecords) -> list[Pool]:
+    """The train queries' positive passages and their translations, each distinct passage once. Train split only:
+    the eval queries' passages never become training text."""
+    en_by_id = {r["id"]: r["positive"] for r in msmarco(data_dir, "eng", "train", bad)}
+    pairs = {}
+    for r in msmarco(data_dir, "kor", "train", bad):
+        if len(en_by_id.get(r["id"], ())) == len(r["positive"]):
+            for k, e in zip(r["positive"], en_by_id[r["id"]]):
+                pairs.setdefault(k, e)
+    ko, en = list(pairs), list(pairs.values())
+    first = {e: i for i, e in reversed(list(enumerate(en)))}
+    keep = [i for i, e in enumerate(en) if first[e] == i]  # one Korean passage per English one too
+    return _translation_pools("msmarco_parallel", [ko[i] for i in keep], [en[i] for i in keep])
 
 
 def _msmarco_cross_pool(name: str, split: str, data_dir: str | None, bad: BadRecords) -> Pool:
@@ -185,6 +210,9 @@ class Triplets(ToolkitBuilder):
         TripletsConfig(name="triplets", description="Queries with positives and BM25-mined hard negatives"),
         TripletsConfig(name="code_switched", code_switch=True,
                        description="Triplets whose Korean query terms are switched to English, plus originals"),
+        TripletsConfig(name="parallel_passages", sources=("msmarco_parallel",),
+                       description="MS MARCO train passages -> their translations (ko -> en, en -> ko), with "
+                                   "negatives mined in the passage's language"),
     ]
     DEFAULT_CONFIG_NAME = "triplets"
     SCHEMA = TRIPLET

@@ -187,3 +187,24 @@ def test_cli_builds_and_validates(shared_data, tmp_path, capsys):
                  "--output", str(idf_path)]) == 0
     table = json.load(open(idf_path, encoding="utf-8"))
     assert table["검색"] == pytest.approx(math.log(1 + 0.5 / 2.5))
+
+
+def test_msmarco_parallel_passages_are_train_passages_and_their_translations(shared_data):
+    from builders.contracts import BadRecords
+    from builders.corpora import msmarco
+    from builders.triplets import read_pools
+
+    ko_en, en_ko = read_pools("msmarco_parallel", "train", shared_data, BadRecords())
+    # The translation of each Korean passage, aligned independently through the record ids
+    en_by_id = {r["id"]: r["positive"] for r in msmarco(shared_data, "eng", None)}
+    translations = {}
+    for r in msmarco(shared_data, "kor", "train"):
+        if len(r["positive"]) == len(en_by_id[r["id"]]):
+            for k, e in zip(r["positive"], en_by_id[r["id"]]):
+                translations.setdefault(k, set()).add(e)
+    assert len(ko_en.queries) > 3000 and len(set(ko_en.queries)) == len(ko_en.queries) == len(set(ko_en.positives))
+    assert all(e in translations[k] for k, e in zip(ko_en.queries, ko_en.positives))
+    assert en_ko.queries == ko_en.positives and en_ko.positives == ko_en.queries
+    assert ko_en.corpus == en_ko.search_corpus == ko_en.positives  # negatives: translations of same-language hits
+    held_out = {p for lang in ("kor", "eng") for r in msmarco(shared_data, lang, "eval") for p in r["positive"]}
+    assert not held_out & set(ko_en.queries + ko_en.positives)

@@ -52,6 +52,7 @@ def _bad_data(lines, *extra):
 
 
 TRIPLET = json.dumps({"query": "검색 엔진", "positive": KO[2]}, ensure_ascii=False)
+TERM_PAIR = json.dumps({"ko": "검색", "en": "search"}, ensure_ascii=False)
 
 # name -> (build(paths) -> (argv, what the message's {} is), message)
 CATALOGUE = {
@@ -144,6 +145,14 @@ CATALOGUE = {
     "source task unknown": (lambda p: ([_yaml(p, f"sources: [{{file: {p.good}, task: triplet}}]\n")], None),
                             "config error: sources[0].task must be one of ('distillation', 'term_pairs', 'triplets', "
                             "'auto'), got 'triplet'"),
+    "passage queries on term pairs": (
+        lambda p: ([_yaml(p, f"sources: [{{file: {_data(p, [TERM_PAIR])}, query_is_document: true}}]\n")],
+                   p.tmp / "bad.jsonl"),
+        "config error: {}: query_is_document needs triplets (query, positive); this source holds term_pairs"),
+    "passage queries for a doc-only model": (
+        lambda p: ([_yaml(p, f"mode: doc_only\nsources: [{{file: {p.good}, query_is_document: true}}]\n")], None),
+        "config error: sources: query_is_document needs a SPLADE model; an inference-free model never encodes its "
+        "queries, so a passage on the query side would become a bag of its tokens"),
     "source file and dataset": (
         lambda p: ([_yaml(p, f"sources: [{{file: {p.good}, dataset: data, config: triplets}}]\n")], None),
         "config error: sources[0]: set one of file (a JSONL file) or dataset (a builders folder or hub id)"),

@@ -329,3 +329,19 @@ def test_ranking_query_top_k_scores_with_the_top_k_and_regularises_every_term():
     args = LossArguments(ranking_query_top_k=5, flops_query_weight=1.0, flops_doc_weight=0.0)
     L.SparseLoss(args)("triplets", {"query": query, "doc": docs}, {"doc_mask": doc_mask})["loss"].backward()
     assert (query.grad[outside] > 0).all()  # FLOPS pulls them down
+
+
+def test_a_query_side_document_gets_the_document_regularisers():
+    """Parallel passages (query_is_document): the passage on the query side is sparsified as a document, never
+    with the query's FLOPS and L1 (which would pull passages down to query length)."""
+    weights = dict(ranking_loss="info_nce", flops_query_weight=0.5, l1_query_weight=0.25, flops_doc_weight=0.125)
+    rows = Q.tolist() + D.tolist()  # the 2 query-side passages and the 4 documents, by hand
+    flops = sum((sum(r[j] for r in rows) / len(rows)) ** 2 for j in range(3))
+    loss = L.SparseLoss(LossArguments(**weights))
+    as_doc = loss("triplets", {"query": Q, "doc": D}, {"doc_mask": MASK}, query_group="doc")
+    as_query = loss("triplets", {"query": Q, "doc": D}, {"doc_mask": MASK})
+    assert "flops_query" not in as_doc and "l1_query" not in as_doc
+    assert as_doc["flops_doc"].item() == pytest.approx(flops)
+    assert as_doc["loss"].item() == pytest.approx(as_doc["info_nce"].item() + 0.125 * flops)
+    assert as_query["info_nce"].item() == pytest.approx(as_doc["info_nce"].item())
+    assert as_query["l1_query"].item() == pytest.approx((3.0 + 2.0) / 2)

@@ -243,3 +243,34 @@ def test_bf16_falls_back_to_fp32_where_the_cpu_would_emulate_it(tiny_model_dir, 
                                           "--per_device_train_batch_size", "1"])
     assert trainer.args.bf16 is native
     assert trainer.accelerator.mixed_precision == expected
+
+
+def test_query_is_document_batches_tokenise_queries_at_document_length(shared_data):
+    """Real passages of varied length: on the query side they keep up to max_seq_length tokens, not the query's 8."""
+    from builders.corpora import msmarco
+
+    tok = build_tokenizer()
+    ko = [p for r in msmarco(shared_data, "kor", "train")[:40] for p in r["positive"]][:6]
+    en = [p for r in msmarco(shared_data, "eng", "train")[:40] for p in r["positive"]][:6]
+    collate = SparseCollator(tok, max_seq_length=48, max_query_length=8, num_negatives=1)
+    item = {"task": "triplets", "records": [{"query": k, "positive": e} for k, e in zip(ko, en)], "progress": 0.0,
+            "seed": (0, 0, 0), "offset": 0}
+    as_query, as_document = collate([item]), collate([{**item, "query_is_document": True}])
+    lengths = [min(48, len(tok(k)["input_ids"])) for k in ko]  # the tokenizer's own count, cut at 48
+    assert len(set(lengths)) > 1 and max(lengths) == 48
+    assert as_document["query_attention_mask"].sum(1).tolist() == lengths
+    assert as_query["query_input_ids"].shape[1] == 8
+    assert as_document["query_is_document"] and not as_query["query_is_document"]
+
+
+def test_query_is_document_travels_with_its_source_and_is_checked(tmp_path):
+    triplets = write_jsonl(tmp_path / "t.jsonl", [TRIPLET] * 2)
+    terms = write_jsonl(tmp_path / "p.jsonl", [{"ko": "검색", "en": "search"}] * 2)
+    sources = load_sources([SourceSpec(file=str(triplets)), SourceSpec(file=str(triplets), query_is_document=True)])
+    schedule = BatchSchedule(sources, per_device_batch_size=2, seed=0)
+    flags = {schedule[i]["query_is_document"] for i in range(len(schedule))}
+    assert flags == {True, False}
+    with pytest.raises(ValueError, match=r"p\.jsonl: query_is_document needs triplets .*holds term_pairs"):
+        load_sources([SourceSpec(file=str(terms), query_is_document=True)])
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.query_is_document must be true or false"):
+        parse_config(["--model_name_or_path", "x", "--sources", "{file: t.jsonl, query_is_document: yes please}"])

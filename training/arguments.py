@@ -333,6 +333,8 @@ def parse_sources(value) -> list[SourceSpec]:
         size = entry.get("batch_size")
         if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
             raise ValueError(f"{where}.batch_size must be a whole number >= 1 (rows per device), got {size!r}")
+        if not isinstance(entry.get("query_is_document", False), bool):
+            raise ValueError(f"{where}.query_is_document must be true or false, got {entry['query_is_document']!r}")
         specs.append(SourceSpec(**{**entry, "curriculum_start": entry.get("curriculum_start") or 0.0}))
     return specs
 

@@ -77,7 +77,9 @@ class SourceSpec:
     of batches (`weight`; unset counts 1 when another source sets one), the fraction of each epoch before it
     is sampled (`curriculum_start`), and the rows per device of its batches (`batch_size`; unset: the
     trainer's per_device_train_batch_size). Short-text sources such as term pairs cost a fraction of a document
-    batch, so a larger batch there covers more of them without taking optimiser steps from the ranking sources."""
+    batch, so a larger batch there covers more of them without taking optimiser steps from the ranking sources.
+    `query_is_document`: the query side is a document (a passage paired with its translation): tokenised at
+    max_seq_length and regularised as a document."""
 
     file: Optional[str] = None
     dataset: Optional[str] = None
@@ -86,6 +88,7 @@ class SourceSpec:
     weight: Optional[float] = None
     curriculum_start: float = 0.0
     batch_size: Optional[int] = None
+    query_is_document: bool = False
 
     @property
     def name(self) -> str:
@@ -102,6 +105,7 @@ class Source:
     weight: Optional[float] = None
     start: float = 0.0
     batch_size: Optional[int] = None
+    query_is_document: bool = False
 
 
 def load_sources(specs: Sequence[SourceSpec]) -> list[Source]:
@@ -113,7 +117,11 @@ def load_sources(specs: Sequence[SourceSpec]) -> list[Source]:
         task = spec.task if spec.task != "auto" else None
         task, records = read_jsonl(spec.file, task) if spec.file is not None else \
             read_dataset(spec.dataset, spec.config, task=task)
-        sources.append(Source(spec.name, task, records, spec.weight, spec.curriculum_start, spec.batch_size))
+        if spec.query_is_document and task != "triplets":
+            raise ValueError(f"{spec.name}: query_is_document needs triplets (query, positive); this source holds "
+                             f"{task}")
+        sources.append(Source(spec.name, task, records, spec.weight, spec.curriculum_start, spec.batch_size,
+                              spec.query_is_document))
     return sources
 
 
@@ -180,7 +188,7 @@ class BatchSchedule(Dataset):
         mine = rows[rank * size:(rank + 1) * size]
         return {"task": source.task, "records": [source.records[r] for r in mine],
                 "progress": step / max(1, len(self.plan)), "seed": (self.seed, self.epoch, step),
-                "offset": rank * size, "rows_per_rank": size}
+                "offset": rank * size, "rows_per_rank": size, "query_is_document": source.query_is_document}
 
 
 class SparseCollator:
@@ -189,7 +197,8 @@ class SparseCollator:
     triplets: query + [positive, num_negatives sampled negatives] per query (doc_mask marks padding);
     with `negative_curriculum`, negatives come from the easy band first, then easy+medium, then all.
     distillation: query + num_distill_docs documents with teacher scores. term_pairs: ko + en terms, padded to
-    max_term_length so that every rank's id tensors have one shape."""
+    max_term_length so that every rank's id tensors have one shape. A `query_is_document` batch tokenises its
+    queries at max_seq_length."""
 
     def __init__(self, tokenizer, *, max_seq_length: int = 256, max_query_length: int = 64, max_term_length: int = 16,
                  num_negatives: int = 4, num_distill_docs: int = 8, negative_curriculum: bool = False):
@@ -219,7 +228,9 @@ class SparseCollator:
     def __call__(self, items: list[dict]) -> dict:
         (item,) = items  # the schedule already forms batches
         task, records = item["task"], item["records"]
-        meta = {"task": task, "rows_per_rank": item.get("rows_per_rank", len(records))}
+        query_is_document = bool(item.get("query_is_document"))
+        meta = {"task": task, "rows_per_rank": item.get("rows_per_rank", len(records)),
+                "query_is_document": query_is_document}
         # One generator per record, keyed by its place in the global batch: sampling is the same whatever the
         # number of ranks the batch is split over.
         rngs = [np.random.default_rng([*item["seed"], item["offset"] + b]) for b in range(len(records))]
@@ -240,7 +251,8 @@ class SparseCollator:
         doc_mask = torch.tensor([[j < len(g) for j in range(n)] for g in groups])
         docs = [g[j] if j < len(g) else "" for g in groups for j in range(n)]
         batch = {**meta, "doc_mask": doc_mask,
-                 **self._tok("query", [r["query"] for r in records], self.max_query_length),
+                 **self._tok("query", [r["query"] for r in records],
+                             self.max_seq_length if query_is_document else self.max_query_length),
                  **self._tok("doc", docs, self.max_seq_length)}
         if scores is not None:
             batch["teacher_scores"] = scores

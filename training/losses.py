@@ -275,7 +275,10 @@ class SparseLoss:
         group = w.term_regularisation if self.regularise_queries else "doc"  # doc-only: no query side to mimic
         self._regularisers(group, torch.cat([ko, en]), parts, terms)
 
-    def __call__(self, task: str, reps: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+    def __call__(self, task: str, reps: dict[str, torch.Tensor], batch: dict,
+                 query_group: str = "query") -> dict[str, torch.Tensor]:
+        """`query_group` "doc": the query side holds documents (a passage against its translation) and gets the
+        documents' regularisers."""
         w, parts, terms = self.w, {}, []
         if task in ("triplets", "distillation"):
             query, docs, doc_mask = reps["query"], reps["doc"], batch["doc_mask"]
@@ -310,8 +313,11 @@ class SparseLoss:
                 activation, own_scores = self._activation(reps, group)
                 parts[f"lexical_{group}"] = activation(own_scores, batch[f"{group}_bag"], w.preservation_target)
                 terms.append(w.lexical_weight * parts[f"lexical_{group}"])
-            self._regularisers("query", query, parts, terms)
-            self._regularisers("doc", docs[doc_mask.reshape(-1)], parts, terms)
+            if query_group == "doc":
+                self._regularisers("doc", torch.cat([query, docs[doc_mask.reshape(-1)]]), parts, terms)
+            else:
+                self._regularisers("query", query, parts, terms)
+                self._regularisers("doc", docs[doc_mask.reshape(-1)], parts, terms)
         elif task == "term_pairs":
             self._term_losses(reps, batch, parts, terms)
         else:
