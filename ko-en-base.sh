@@ -22,7 +22,6 @@ build distillation distillation --set teacher=ensemble
 # KorSTS and KLUE-STS (captions, headlines, forum sentences) stay out of training: korsts-ret is the held-out domain.
 build triplets code_switched --max_per_source 4000 \
   --set "sources=[korquad, msmarco_ko, msmarco_koen, msmarco_enko, chatbot_qa, question_pair, parallel_news, parallel_jhe]"
-build triplets parallel_passages
 build term_pairs term_pairs --max_per_source 4000
 [ -f "$OUT/benchmarks/korsts-ret/corpus.jsonl" ] || python -m builders build benchmark --config all --data_dir "$DATA_DIR" --output_dir "$OUT/benchmarks"
 [ "${BUILD_ONLY:-0}" = 1 ] && exit 0
