@@ -3,9 +3,8 @@
 Sources: KorQuAD (question -> paragraph, by article split), msmarco-ko (query -> passage, by query split),
 chatbot Q/A, question-pair paraphrases, KorSTS / KLUE-STS pairs scored >= 4, and Korean <-> English sentence
 pairs from the parallel corpora (both directions; the query-language side is ranked, its translation emitted).
-The `parallel_passages` config pairs each MS MARCO train passage with its translation (ko -> en and en -> ko), for
-training with the passage on the query side (`query_is_document` in the training sources): documents learn to carry
-their translation's terms, which is where cross-lingual matches come from.
+The `parallel_passages` config pairs each MS MARCO train passage with its translation (ko -> en and en -> ko): the
+passage is the query, read as a pseudo-query or, with `query_is_document` in the training sources, as a document.
 Each source is mined within its own corpus and is one shard, so `num_proc` builds sources in parallel.
 Splits: `train`, and `validation` (KorQuAD eval articles + msmarco-ko eval queries) for an eval loss."""
 from __future__ import annotations

@@ -42,8 +42,8 @@ RUN = {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1, "sa
        "report_to": "none", "bf16": False, "use_cpu": True, "dataloader_num_workers": 0, "optim": "adamw_torch",
        "eval_strategy": "no", "load_best_model_at_end": False, "eval_benchmark": None}
 # The builders' dataset configs and the task each holds.
-CONFIG_TASKS = {"triplets": "triplets", "code_switched": "triplets", "parallel_passages": "triplets",
-                "distillation": "distillation", "term_pairs": "term_pairs"}
+CONFIG_TASKS = {"triplets": "triplets", "code_switched": "triplets", "distillation": "distillation",
+                "term_pairs": "term_pairs"}
 
 GOLDEN = {
     "quickstart": {
@@ -74,7 +74,6 @@ def write_data(root) -> dict:
     ko = _read_json("msmarco_ko/msmarco_kor.json")[:RECORDS]
     en = _read_json("msmarco_ko/msmarco_eng.json")[:RECORDS]
     passages = [r["positive"][0] for r in ko]
-    translations = [e["positive"][0] for e in en]
     with open(os.path.join(SHARED_DATA, "muse_dict_ko_en/ko-en.0-5000.txt"), encoding="utf-8") as fh:
         pairs = [line.split() for line in fh][:: 7][:RECORDS]
 
@@ -86,9 +85,6 @@ def write_data(root) -> dict:
                       "difficulty": ["hard", "medium", "easy"]} for i, r in enumerate(ko)],
         "code_switched": [{"query": e["query"], "positive": passages[i], "negatives": others(i, 2),
                            "difficulty": ["easy", "hard"]} for i, e in enumerate(en)],
-        "parallel_passages": [{"query": p, "positive": translations[i],
-                               "negatives": [translations[(i + 1) % RECORDS]], "difficulty": ["hard"]}
-                              for i, p in enumerate(passages)],
         "distillation": [{"query": r["query"], "docs": [passages[i], *others(i, 5)],
                           "scores": [9.5, 4.0, 3.5, 2.0, 1.5, 0.5]} for i, r in enumerate(ko)],
         "term_pairs": [{"ko": k, "en": e} for k, e in pairs],
@@ -123,8 +119,7 @@ def derived_config(name: str, root, data: dict) -> str:
     model = build_tiny_model(os.path.join(root, "model"), layers=6, dropout=0.0, texts=data["texts"],
                              vocab_size=1500, fixed_vocab=True)
     config["sources"] = [{"file": data["files"][s["config"]], "task": CONFIG_TASKS[s["config"]],
-                          **{k: s[k] for k in ("weight", "curriculum_start", "query_is_document") if k in s}}
-                         for s in sources]
+                          **{k: s[k] for k in ("weight", "curriculum_start") if k in s}} for s in sources]
     config.update(RUN, model_name_or_path=str(model), output_dir=os.path.join(root, "out"))
     if config.get("idf_file"):
         config["idf_file"] = _write_idf(model, data["texts"], os.path.join(root, "idf.json"))

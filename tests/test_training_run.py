@@ -158,3 +158,34 @@ def test_evaluation_during_training_keeps_the_best_checkpoint(setup, tmp_path):
     best = max(evals, key=lambda l: l["eval_ndcg@10"])
     assert state["best_model_checkpoint"].endswith(f"checkpoint-{best['step']}")
     assert state["best_metric"] == pytest.approx(best["eval_ndcg@10"])
+
+
+def test_a_query_is_document_source_is_read_and_regularised_as_documents(setup, tmp_path):
+    """The source's flag travels schedule -> collator -> trainer -> loss: its queries are read to max_seq_length and
+    get the documents' FLOPS, never the query's L1; a plain source of the same rows keeps the query side."""
+    import run_train
+
+    root, _ = setup
+    pairs = root / "passages.jsonl"
+    pairs.write_text("".join(json.dumps({"query": k, "positive": e}, ensure_ascii=False) + "\n"
+                             for k, e in zip(SENTENCES[0::2], SENTENCES[1::2])), encoding="utf-8")
+    sources = json.dumps([{"file": str(pairs), "query_is_document": True}, {"file": str(pairs)}])
+    trainer, _ = run_train.build_trainer([
+        "--model_name_or_path", str(root / "model"), "--sources", sources, "--output_dir", str(tmp_path / "out"),
+        "--report_to", "none", "--use_cpu", "true", "--per_device_train_batch_size", "4", "--max_seq_length", "32",
+        "--max_query_length", "4", "--l1_query_weight", "0.1", "--flops_doc_weight", "0.1"])
+    trainer.model.train()
+    seen = {}
+    for i in range(len(trainer.train_dataset)):
+        item = trainer.train_dataset[i]
+        if item["query_is_document"] in seen:
+            continue
+        batch = trainer.data_collator([item])
+        width = batch["query_input_ids"].shape[1]
+        trainer._parts.clear()
+        trainer.compute_loss(trainer.model, batch)
+        seen[item["query_is_document"]] = width, set(trainer._parts)
+    (doc_width, as_document), (query_width, as_query) = seen[True], seen[False]
+    assert doc_width > 4 and query_width == 4
+    assert {"active_query_document", "flops_doc"} <= as_document and not {"l1_query", "active_query"} & as_document
+    assert {"active_query", "l1_query"} <= as_query
