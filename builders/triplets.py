@@ -136,33 +136,35 @@ def _translation_pools(name: str, ko: list[str], en: list[str]) -> list[Pool]:
 def _msmarco_parallel_pools(data_dir: str | None, bad: BadRecords) -> list[Pool]:
     """The train queries' positive passages and their translations, each distinct passage once. Train split only:
     the eval queries' passages never become training text."""
-    en_by_id = {r["id"]: r["positive"] for r in msmarco(data_dir, "eng", "train", bad)}
-    pairs = {}
-    for r in msmarco(data_dir, "kor", "train", bad):
-        if len(en_by_id.get(r["id"], ())) == len(r["positive"]):
-            for k, e in zip(r["positive"], en_by_id[r["id"]]):
-                pairs.setdefault(k, e)
-    ko, en = list(pairs), list(pairs.values())
-    first = {e: i for i, e in reversed(list(enumerate(en)))}
-    keep = [i for i, e in enumerate(en) if first[e] == i]  # one Korean passage per English one too
-    return _translation_pools("msmarco_parallel", [ko[i] for i in keep], [en[i] for i in keep])
+    pairs, seen = {}, set()
+    for r, translations in _aligned_msmarco("kor", "eng", "train", data_dir, bad):
+        for k, e in zip(r["positive"], translations):
+            if k not in pairs and e not in seen:
+                pairs[k] = e
+                seen.add(e)
+    return _translation_pools("msmarco_parallel", list(pairs), list(pairs.values()))
+
+
+def _aligned_msmarco(query_lang: str, doc_lang: str, split: str, data_dir: str | None, bad: BadRecords):
+    """(record in query_lang, its positives in doc_lang) for the records whose positives align one to one."""
+    docs_by_id = {r["id"]: r["positive"] for r in msmarco(data_dir, doc_lang, split, bad)}
+    return [(r, docs_by_id[r["id"]]) for r in msmarco(data_dir, query_lang, split, bad)
+            if len(docs_by_id.get(r["id"], ())) == len(r["positive"])]
 
 
 def _msmarco_cross_pool(name: str, split: str, data_dir: str | None, bad: BadRecords) -> Pool:
     """MS MARCO across languages (koen: Korean query -> English passage; enko the reverse). Negatives are mined
     with the query's language over the query-language passages, and their translations are emitted."""
     query_lang, doc_lang = ("kor", "eng") if name == "msmarco_koen" else ("eng", "kor")
-    docs_by_id = {r["id"]: r["positive"] for r in msmarco(data_dir, doc_lang, split, bad)}
-    recs = [r for r in msmarco(data_dir, query_lang, split, bad)
-            if len(docs_by_id.get(r["id"], ())) == len(r["positive"])]
+    aligned = _aligned_msmarco(query_lang, doc_lang, split, data_dir, bad)
     search, corpus = {}, []
-    for r in recs:
-        for same, translated in zip(r["positive"], docs_by_id[r["id"]]):
+    for r, translations in aligned:
+        for same, translated in zip(r["positive"], translations):
             if same not in search:
                 search[same] = len(corpus)
                 corpus.append(translated)
-    return Pool(name, [r["query"] for r in recs], [docs_by_id[r["id"]][0] for r in recs], corpus,
-                search_corpus=list(search), relevant=[{search[p] for p in r["positive"]} for r in recs])
+    return Pool(name, [r["query"] for r, _ in aligned], [t[0] for _, t in aligned], corpus,
+                search_corpus=list(search), relevant=[{search[p] for p in r["positive"]} for r, _ in aligned])
 
 
 def user_pool(path: str, bad: BadRecords) -> Pool:

@@ -338,7 +338,7 @@ def test_a_query_side_document_gets_the_document_regularisers():
     rows = Q.tolist() + D.tolist()  # the 2 query-side passages and the 4 documents, by hand
     flops = sum((sum(r[j] for r in rows) / len(rows)) ** 2 for j in range(3))
     loss = L.SparseLoss(LossArguments(**weights))
-    as_doc = loss("triplets", {"query": Q, "doc": D}, {"doc_mask": MASK}, query_group="doc")
+    as_doc = loss("triplets", {"query": Q, "doc": D}, {"doc_mask": MASK}, query_is_document=True)
     as_query = loss("triplets", {"query": Q, "doc": D}, {"doc_mask": MASK})
     assert "flops_query" not in as_doc and "l1_query" not in as_doc
     assert as_doc["flops_doc"].item() == pytest.approx(flops)

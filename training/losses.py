@@ -276,8 +276,8 @@ class SparseLoss:
         self._regularisers(group, torch.cat([ko, en]), parts, terms)
 
     def __call__(self, task: str, reps: dict[str, torch.Tensor], batch: dict,
-                 query_group: str = "query") -> dict[str, torch.Tensor]:
-        """`query_group` "doc": the query side holds documents (a passage against its translation) and gets the
+                 query_is_document: bool = False) -> dict[str, torch.Tensor]:
+        """`query_is_document`: the query side holds documents (a passage against its translation) and gets the
         documents' regularisers."""
         w, parts, terms = self.w, {}, []
         if task in ("triplets", "distillation"):
@@ -313,7 +313,7 @@ class SparseLoss:
                 activation, own_scores = self._activation(reps, group)
                 parts[f"lexical_{group}"] = activation(own_scores, batch[f"{group}_bag"], w.preservation_target)
                 terms.append(w.lexical_weight * parts[f"lexical_{group}"])
-            if query_group == "doc":
+            if query_is_document:
                 self._regularisers("doc", torch.cat([query, docs[doc_mask.reshape(-1)]]), parts, terms)
             else:
                 self._regularisers("query", query, parts, terms)

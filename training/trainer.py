@@ -112,7 +112,7 @@ class SparseTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         task = inputs.pop("task")
         rows_per_rank = inputs.pop("rows_per_rank")  # this batch's source's rows per rank (SparseCollator)
-        query_group = "doc" if inputs.pop("query_is_document", False) else "query"  # whose regularisers it gets
+        query_is_document = inputs.pop("query_is_document", False)  # its queries get the documents' regularisers
         features = {k: v for k, v in inputs.items() if k.endswith(FEATURE_SUFFIXES)}
         reps = model(**features, logits_for=self.loss.logit_groups(task))
         batch = {k: v for k, v in inputs.items() if torch.is_tensor(v) and k not in features}
@@ -122,14 +122,14 @@ class SparseTrainer(Trainer):
                                                       features[f"{group}_attention_mask"])
         # Every rank computes the loss of the global batch: identical to one process with the whole batch.
         reps, batch = gather_global_batch(reps, batch, rows_per_rank)
-        parts = self.loss(task, reps, batch, query_group=query_group)
+        parts = self.loss(task, reps, batch, query_is_document=query_is_document)
         if model.training:  # accumulate on the device; converted to numbers only when logged
             for name, value in parts.items():
                 if name != "loss":
                     self._accumulate(name, value.detach())
             for group, r in reps.items():
                 if not group.endswith("_logits"):
-                    name = "active_query_document" if group == "query" and query_group == "doc" else f"active_{group}"
+                    name = "active_query_document" if group == "query" and query_is_document else f"active_{group}"
                     self._accumulate(name, (r.detach() > 0).sum(-1).float().mean())
         loss = parts["loss"]
         return (loss, {"reps": reps}) if return_outputs else loss
