@@ -153,6 +153,20 @@ CATALOGUE = {
         lambda p: ([_yaml(p, f"mode: doc_only\nsources: [{{file: {p.good}, query_is_document: true}}]\n")], None),
         "config error: sources: query_is_document needs a SPLADE model; an inference-free model never encodes its "
         "queries, so a passage on the query side would become a bag of its tokens"),
+    "source loss setting misspelt": (
+        lambda p: ([_yaml(p, f"sources: [{{file: {p.good}, loss_overrides: {{coverage_wieght: 1}}}}]\n")], None),
+        "config error: sources[0].loss_overrides: unknown loss setting 'coverage_wieght' (did you mean "
+        "'coverage_weight'?)"),
+    "source loss setting of the wrong type": (
+        lambda p: ([_yaml(p, f"sources: [{{file: {p.good}, loss_overrides: {{ranking_weight: none}}}}]\n")], None),
+        "config error: sources[0].loss_overrides.ranking_weight must be float, got 'none'"),
+    "source loss setting out of range": (
+        lambda p: ([_yaml(p, f"sources: [{{file: {p.good}, loss_overrides: {{coverage_target: 0}}}}]\n")], None),
+        "config error: sources[0].loss_overrides: coverage_target must be > 0, got 0"),
+    "source loss setting that is run-wide": (
+        lambda p: ([_yaml(p, f"sources: [{{file: {p.good}, loss_overrides: {{flops_warmup_steps: 5}}}}]\n")], None),
+        "config error: sources[0].loss_overrides.flops_warmup_steps applies to the whole run: set it at the top "
+        "level of the config"),
     "source file and dataset": (
         lambda p: ([_yaml(p, f"sources: [{{file: {p.good}, dataset: data, config: triplets}}]\n")], None),
         "config error: sources[0]: set one of file (a JSONL file) or dataset (a builders folder or hub id)"),

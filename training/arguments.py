@@ -9,6 +9,7 @@ import enum
 import logging
 import math
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -335,8 +336,41 @@ def parse_sources(value) -> list[SourceSpec]:
             raise ValueError(f"{where}.batch_size must be a whole number >= 1 (rows per device), got {size!r}")
         if not isinstance(entry.get("query_is_document", False), bool):
             raise ValueError(f"{where}.query_is_document must be true or false, got {entry['query_is_document']!r}")
+        if entry.get("loss_overrides") is not None:
+            check_loss_overrides(f"{where}.loss_overrides", entry["loss_overrides"])
         specs.append(SourceSpec(**{**entry, "curriculum_start": entry.get("curriculum_start") or 0.0}))
     return specs
+
+
+# Run-wide loss settings: they shape what SparseLoss.from_args builds (token weights) or the warm-up clock.
+RUN_WIDE_LOSS_FIELDS = ("flops_warmup_steps", "flops_idf_weighting", "stopwords_file")
+
+
+def check_loss_overrides(where: str, overrides) -> None:
+    """A source's loss_overrides: LossArguments fields with values of their type, valid together with the defaults
+    (the run's own values are combined with them when each batch's loss is built)."""
+    if not isinstance(overrides, dict) or not overrides:
+        raise ValueError(f"{where} must be a mapping of loss settings such as {{ranking_weight: 0, coverage_weight: "
+                         f"1}}, got {overrides!r}")
+    kinds = {name: kind for name, kind in typing.get_type_hints(LossArguments).items()
+             if name not in RUN_WIDE_LOSS_FIELDS}
+    for key, value in overrides.items():
+        if key in RUN_WIDE_LOSS_FIELDS:
+            raise ValueError(f"{where}.{key} applies to the whole run: set it at the top level of the config")
+        if key not in kinds:
+            hint = difflib.get_close_matches(str(key), list(kinds), n=1)
+            raise ValueError(f"{where}: unknown loss setting '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+        kind = kinds[key]
+        if kind in (bool, str):
+            ok = isinstance(value, kind)
+        else:  # int or float; YAML reads 1 as an int
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
+        if not ok:
+            raise ValueError(f"{where}.{key} must be {kind.__name__}, got {value!r}")
+    try:
+        dataclasses.replace(LossArguments(), **overrides)
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
 
 
 def sources_from_lists(data_args: DataArguments) -> list[SourceSpec]:

@@ -79,7 +79,8 @@ class SourceSpec:
     trainer's per_device_train_batch_size). Short-text sources such as term pairs cost a fraction of a document
     batch, so a larger batch there covers more of them without taking optimiser steps from the ranking sources.
     `query_is_document`: the query side is a document (a passage paired with its translation): tokenised at
-    max_seq_length and regularised as a document."""
+    max_seq_length and regularised as a document. `loss_overrides`: loss settings (LossArguments fields) that
+    differ for this source's batches, as sentence-transformers trains each dataset with its own loss."""
 
     file: Optional[str] = None
     dataset: Optional[str] = None
@@ -89,6 +90,7 @@ class SourceSpec:
     curriculum_start: float = 0.0
     batch_size: Optional[int] = None
     query_is_document: bool = False
+    loss_overrides: Optional[dict] = None
 
     @property
     def name(self) -> str:
@@ -106,6 +108,7 @@ class Source:
     start: float = 0.0
     batch_size: Optional[int] = None
     query_is_document: bool = False
+    loss_overrides: Optional[dict] = None
 
 
 def load_sources(specs: Sequence[SourceSpec]) -> list[Source]:
@@ -121,7 +124,7 @@ def load_sources(specs: Sequence[SourceSpec]) -> list[Source]:
             raise ValueError(f"{spec.name}: query_is_document needs triplets (query, positive); this source holds "
                              f"{task}")
         sources.append(Source(spec.name, task, records, spec.weight, spec.curriculum_start, spec.batch_size,
-                              spec.query_is_document))
+                              spec.query_is_document, spec.loss_overrides))
     return sources
 
 
@@ -188,7 +191,8 @@ class BatchSchedule(Dataset):
         mine = rows[rank * size:(rank + 1) * size]
         return {"task": source.task, "records": [source.records[r] for r in mine],
                 "progress": step / max(1, len(self.plan)), "seed": (self.seed, self.epoch, step),
-                "offset": rank * size, "rows_per_rank": size, "query_is_document": source.query_is_document}
+                "offset": rank * size, "rows_per_rank": size, "query_is_document": source.query_is_document,
+                "loss_overrides": source.loss_overrides}
 
 
 class SparseCollator:
@@ -230,7 +234,7 @@ class SparseCollator:
         task, records = item["task"], item["records"]
         query_is_document = bool(item.get("query_is_document"))
         meta = {"task": task, "rows_per_rank": item.get("rows_per_rank", len(records)),
-                "query_is_document": query_is_document}
+                "query_is_document": query_is_document, "loss_overrides": item.get("loss_overrides")}
         # One generator per record, keyed by its place in the global batch: sampling is the same whatever the
         # number of ranks the batch is split over.
         rngs = [np.random.default_rng([*item["seed"], item["offset"] + b]) for b in range(len(records))]

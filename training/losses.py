@@ -2,6 +2,8 @@
 `SparseLoss` combines the configured ones per task and returns a dict of named parts plus their weighted sum."""
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 from typing import TYPE_CHECKING, Optional
 
@@ -187,6 +189,12 @@ class SparseLoss:
             flops_weights = w / w.mean()
         return cls(args, non_target_mask=non_target, stopword_mask=stopwords, flops_token_weights=flops_weights,
                    regularise_queries=model.config.mode == "splade")
+
+    def with_weights(self, **overrides) -> "SparseLoss":
+        """This loss with some settings changed (a source's `loss_overrides`), sharing its token sets and warm-up."""
+        other = copy.copy(self)
+        other.w = dataclasses.replace(self.w, **overrides)
+        return other
 
     def set_step(self, step: int) -> None:
         """The FLOPS / L1 warm-up at global step `step` (a function of the step, so a resumed run restores it)."""

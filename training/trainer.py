@@ -113,16 +113,18 @@ class SparseTrainer(Trainer):
         task = inputs.pop("task")
         rows_per_rank = inputs.pop("rows_per_rank")  # this batch's source's rows per rank (SparseCollator)
         query_is_document = inputs.pop("query_is_document", False)  # its queries get the documents' regularisers
+        overrides = inputs.pop("loss_overrides", None)  # its source's own loss settings
+        loss_fn = self.loss.with_weights(**overrides) if overrides else self.loss
         features = {k: v for k, v in inputs.items() if k.endswith(FEATURE_SUFFIXES)}
-        reps = model(**features, logits_for=self.loss.logit_groups(task))
+        reps = model(**features, logits_for=loss_fn.logit_groups(task))
         batch = {k: v for k, v in inputs.items() if torch.is_tensor(v) and k not in features}
         encoder = self.accelerator.unwrap_model(model)
-        for group in self.loss.bag_groups(task):  # targets as [rows, vocab] bags: equal shapes on every rank
+        for group in loss_fn.bag_groups(task):  # targets as [rows, vocab] bags: equal shapes on every rank
             batch[f"{group}_bag"] = encoder.token_bag(features[f"{group}_input_ids"],
                                                       features[f"{group}_attention_mask"])
         # Every rank computes the loss of the global batch: identical to one process with the whole batch.
         reps, batch = gather_global_batch(reps, batch, rows_per_rank)
-        parts = self.loss(task, reps, batch, query_is_document=query_is_document)
+        parts = loss_fn(task, reps, batch, query_is_document=query_is_document)
         if model.training:  # accumulate on the device; converted to numbers only when logged
             for name, value in parts.items():
                 if name != "loss":
