@@ -5,8 +5,8 @@
 # distillation lists: KorQuAD paragraphs 4-8, MS MARCO-ko passages 4.5-10, ko->en 3-7.5, en->ko 1, eval splits 4-8),
 # under 1 min building the backbone on first use, 33-69 min of training (800 steps, length-grouped encoding: 2.5-3.6 s
 # a step with bf16 on EPYCs with AVX512-BF16, 5.2 s in fp32 on an AVX2-only EPYC, where run_train.py falls back to
-# fp32) and 9.3-20 min of evaluation without the dense baseline (it embeds every
-# benchmark corpus, and adds more); a GPU shortens the training. Set up the venv first (quickstart.sh does).
+# fp32) and 9.3-20 min of evaluation without the dense baseline (it embeds every benchmark corpus, and adds more); a
+# GPU shortens the training. Set up the venv first (quickstart.sh does).
 set -euo pipefail
 cd "$(dirname "$0")"
 DATA_DIR="${DATA_DIR:-../shared/data}"

@@ -160,20 +160,28 @@ def test_evaluation_during_training_keeps_the_best_checkpoint(setup, tmp_path):
     assert state["best_metric"] == pytest.approx(best["eval_ndcg@10"])
 
 
-def test_a_query_is_document_source_is_read_and_regularised_as_documents(setup, tmp_path):
-    """The source's flag travels schedule -> collator -> trainer -> loss: its queries are read to max_seq_length and
-    get the documents' FLOPS, never the query's L1; a plain source of the same rows keeps the query side."""
+def _trainer_on_two_sources(setup, tmp_path, options: dict, *args):
+    """A trainer on two triplet sources of the same sentence pairs: the first with the source `options`, the second
+    plain."""
     import run_train
 
     root, _ = setup
     pairs = root / "passages.jsonl"
     pairs.write_text("".join(json.dumps({"query": k, "positive": e}, ensure_ascii=False) + "\n"
                              for k, e in zip(SENTENCES[0::2], SENTENCES[1::2])), encoding="utf-8")
-    sources = json.dumps([{"file": str(pairs), "query_is_document": True}, {"file": str(pairs)}])
+    sources = json.dumps([{"file": str(pairs), **options}, {"file": str(pairs)}])
     trainer, _ = run_train.build_trainer([
         "--model_name_or_path", str(root / "model"), "--sources", sources, "--output_dir", str(tmp_path / "out"),
         "--report_to", "none", "--use_cpu", "true", "--per_device_train_batch_size", "4", "--max_seq_length", "32",
-        "--max_query_length", "4", "--l1_query_weight", "0.1", "--flops_doc_weight", "0.1"])
+        *args])
+    return trainer
+
+
+def test_a_query_is_document_source_is_read_and_regularised_as_documents(setup, tmp_path):
+    """The source's flag travels schedule -> collator -> trainer -> loss: its queries are read to max_seq_length and
+    get the documents' FLOPS, never the query's L1; a plain source of the same rows keeps the query side."""
+    trainer = _trainer_on_two_sources(setup, tmp_path, {"query_is_document": True}, "--max_query_length", "4",
+                                      "--l1_query_weight", "0.1", "--flops_doc_weight", "0.1")
     trainer.model.train()
     seen = {}
     for i in range(len(trainer.train_dataset)):
@@ -195,18 +203,9 @@ def test_a_source_with_loss_overrides_trains_with_its_own_losses(setup, tmp_path
     """A source's loss_overrides reach the loss for its batches only, through the Trainer's own loop (data loader,
     accelerate): here its triplets get the coverage loss and no ranking loss, while a plain source of the same rows
     keeps the run's info_nce and no coverage; the run's loss settings are untouched."""
-    import run_train
-
-    root, _ = setup
-    pairs = root / "passages.jsonl"
-    pairs.write_text("".join(json.dumps({"query": k, "positive": e}, ensure_ascii=False) + "\n"
-                             for k, e in zip(SENTENCES[0::2], SENTENCES[1::2])), encoding="utf-8")
-    sources = json.dumps([{"file": str(pairs), "loss_overrides": {"ranking_weight": 0, "coverage_weight": 1}},
-                          {"file": str(pairs)}])
-    trainer, _ = run_train.build_trainer([
-        "--model_name_or_path", str(root / "model"), "--sources", sources, "--output_dir", str(tmp_path / "out"),
-        "--report_to", "none", "--use_cpu", "true", "--per_device_train_batch_size", "4", "--max_seq_length", "32",
-        "--max_query_length", "8", "--num_train_epochs", "1", "--logging_steps", "1", "--save_strategy", "no"])
+    trainer = _trainer_on_two_sources(setup, tmp_path, {"loss_overrides": {"ranking_weight": 0, "coverage_weight": 1}},
+                                      "--max_query_length", "8", "--num_train_epochs", "1", "--logging_steps", "1",
+                                      "--save_strategy", "no")
     trainer.train()
     logged = [set(entry) for entry in trainer.state.log_history if "loss" in entry]
     assert len(logged) == len(trainer.train_dataset) >= 2

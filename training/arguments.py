@@ -364,7 +364,8 @@ def check_loss_overrides(where: str, overrides) -> None:
         if kind in (bool, str):
             ok = isinstance(value, kind)
         else:  # int or float; YAML reads 1 as an int
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or isinstance(value, int))
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = number and (kind is float or isinstance(value, int))
         if not ok:
             raise ValueError(f"{where}.{key} must be {kind.__name__}, got {value!r}")
     try:
