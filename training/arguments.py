@@ -359,7 +359,8 @@ def check_loss_overrides(where: str, overrides) -> None:
             raise ValueError(f"{where}.{key} applies to the whole run: set it at the top level of the config")
         if key not in kinds:
             hint = difflib.get_close_matches(str(key), list(kinds), n=1)
-            raise ValueError(f"{where}: unknown loss setting '{key}'" + (f" (did you mean '{hint[0]}'?)" if hint else ""))
+            raise ValueError(f"{where}: unknown loss setting '{key}'"
+                             + (f" (did you mean '{hint[0]}'?)" if hint else ""))
         kind = kinds[key]
         if kind in (bool, str):
             ok = isinstance(value, kind)
