@@ -38,15 +38,17 @@ def language_shares(matrix: sp.csr_matrix, scripts: np.ndarray) -> dict[str, flo
 
 
 def sparsity_stats(queries: sp.csr_matrix, documents: sp.csr_matrix, tokenizer=None) -> dict[str, float]:
-    """avg/median active terms for queries and documents, FLOPS, and (given the tokenizer) language shares."""
+    """avg/median/99th-percentile/max active terms for queries and documents, FLOPS, and (given the tokenizer)
+    language shares. The tail is reported because a mean hides it: a model can keep the average query at 30 terms
+    while its two-word queries carry a thousand."""
     q, d = active_terms(queries), active_terms(documents)
-    out = {
-        "avg_query_terms": float(q.mean()) if len(q) else 0.0,
-        "avg_doc_terms": float(d.mean()) if len(d) else 0.0,
-        "median_query_terms": float(np.median(q)) if len(q) else 0.0,
-        "median_doc_terms": float(np.median(d)) if len(d) else 0.0,
-        "flops": flops(queries, documents),
-    }
+    out = {}
+    for side, counts in (("query", q), ("doc", d)):
+        out[f"avg_{side}_terms"] = float(counts.mean()) if len(counts) else 0.0
+        out[f"median_{side}_terms"] = float(np.median(counts)) if len(counts) else 0.0
+        out[f"p99_{side}_terms"] = float(np.percentile(counts, 99)) if len(counts) else 0.0
+        out[f"max_{side}_terms"] = float(counts.max()) if len(counts) else 0.0
+    out["flops"] = flops(queries, documents)
     if tokenizer is not None:
         scripts = token_scripts(tokenizer)
         for side, matrix in (("query", queries), ("doc", documents)):

@@ -72,6 +72,8 @@ def term_metrics(model, pairs: Sequence[dict], top_n: int = 50, k_values: Sequen
       loss can revive them: log1p(relu(.)) passes no gradient there);
     - ko_activation: the reverse, share of the Korean term's pieces among the English term's top_n terms;
     - non_target_top{n}: average number of top_n terms in other scripts (not Hangul, Latin, digits/punctuation);
+    - avg_ko_vector_terms / avg_en_vector_terms: active terms of a Korean / English term's vector, i.e. of a one-word
+      query, where the density of a model's queries is worst;
     - synonym_recall@K / synonym_mrr: each Korean term as a query against all English terms of the split,
       scored by the sparse dot product (a Korean term may have several correct translations)."""
     if not pairs:
@@ -121,6 +123,8 @@ def term_metrics(model, pairs: Sequence[dict], top_n: int = 50, k_values: Sequen
         "dead_en_targets": float(dead),
         "ko_activation": float(np.mean(reverse)) if reverse else 0.0,
         f"non_target_top{top_n}": float(np.mean(other)),
+        "avg_ko_vector_terms": float(np.diff(ko.indptr).mean()),
+        "avg_en_vector_terms": float(np.diff(en.indptr).mean()),
     }
     out.update({f"synonym_recall@{k}": ranked[f"recall@{k}"] for k in k_values})
     out["synonym_mrr"] = ranked[f"mrr@{depth}"]

@@ -16,6 +16,15 @@ def test_flops_and_active_terms():
     assert stats["avg_query_terms"] == 1.5 and stats["avg_doc_terms"] == 2.0
 
 
+def test_query_term_tail():
+    """Row i of a lower-triangular matrix has i + 1 terms: 1..100. The 99th percentile, interpolated between the
+    99th and 100th of the sorted counts (99 and 100) at 0.99 * 99 = 98.01, is 99.01; the mean 50.5."""
+    queries = sp.csr_matrix(np.tril(np.ones((100, 100), dtype=np.float32)))
+    stats = sparsity_stats(queries, queries[:3])
+    assert stats["p99_query_terms"] == pytest.approx(99.01) and stats["max_query_terms"] == 100
+    assert stats["avg_query_terms"] == 50.5 and stats["max_doc_terms"] == 3 and stats["p99_doc_terms"] == pytest.approx(2.98)
+
+
 def test_language_shares_use_training_script_rules():
     tok = build_tokenizer()
     vocab = tok.get_vocab()

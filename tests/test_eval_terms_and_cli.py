@@ -59,6 +59,12 @@ def test_term_metrics_hand_computed():
     assert got["synonym_recall@10"] == 1.0
     assert got["synonym_mrr"] == 1.0
     assert got["ko_activation"] == 0.0  # English terms expand to nothing Korean
+    # 머신러닝's pieces plus machine learning's, 서울's plus seoul's (the model's own vectors, counted by hand)
+    assert got["avg_ko_vector_terms"] == pytest.approx(
+        (len(set(model.tokenizer("머신러닝 machine learning", add_special_tokens=False)["input_ids"]))
+         + len(set(model.tokenizer("서울 seoul", add_special_tokens=False)["input_ids"]))) / 2)
+    assert got["avg_en_vector_terms"] == pytest.approx((pieces("machine learning") + pieces("seoul") + pieces("capital"))
+                                                       / 3)
     back = term_metrics(ExpandingModel({"seoul": "서울"}), PAIRS, top_n=50)
     assert back["ko_activation"] == pytest.approx(1 / 3)  # seoul -> 서울 of the three pairs
     none = term_metrics(ExpandingModel({}), PAIRS, top_n=50)
