@@ -15,7 +15,8 @@ its current recipe (allowed_scripts digits, L1 0.01) at 52453fd, which had no "d
 stood in for it by masking, after "common", every ASCII piece without a letter or digit; its ko_activation_weight at
 8ff0a2a, which had no such loss: the recording script added it to the term-pair loss as the hinge
 expm1(activation_target) - max logit of the English term's vector on its Korean pieces, written from its
-definition; in a separate
+definition; its term_regularisation: query at 3c0dfe4, the commit that added the option, which reproduces the
+previous ko-en-base values exactly with the option off; in a separate
 `git worktree`, this file copied in, with `derived_config` writing the sources as the parallel lists train_file /
 train_task / sampling_weight / curriculum_start that code read, and reading the shipped configs' dataset_name /
 dataset_config_name / sampling_weight / curriculum_start lists), one config at a time:
@@ -52,7 +53,7 @@ GOLDEN = {
     "ko-en-base": {
         "steps": [2.455094337463379, 1.8651143312454224],
         "sources": {"code_switched": 4.9010114669799805, "distillation": 4.295951843261719,
-                    "term_pairs": 8.008710861206055}},
+                    "term_pairs": 9.441425323486328}},
     "klue-roberta-base": {
         "steps": [2.14458966255188, 3.574877977371216],
         "sources": {"triplets": 2.1783220767974854, "code_switched": 3.1848599910736084,
