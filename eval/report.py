@@ -9,7 +9,8 @@ import numpy as np
 
 TABLE_COLUMNS = [("ndcg@10", "nDCG@10", "{:.4f}"), ("mrr@10", "MRR@10", "{:.4f}"), ("recall@10", "R@10", "{:.4f}"),
                  ("recall@100", "R@100", "{:.4f}"), ("avg_query_terms", "q terms", "{:.1f}"),
-                 ("p99_query_terms", "q p99", "{:.0f}"), ("avg_doc_terms", "d terms", "{:.1f}"), ("flops", "FLOPS", "{:.2f}"),
+                 ("p99_query_terms", "q p99", "{:.0f}"), ("avg_doc_terms", "d terms", "{:.1f}"),
+                 ("flops", "FLOPS", "{:.2f}"),
                  ("encode_ms", "encode ms", "{:.2f}"), ("search_ms", "search ms", "{:.2f}")]
 SHARE_GROUPS = ("hangul", "latin", "common", "other")
 

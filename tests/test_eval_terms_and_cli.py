@@ -63,8 +63,8 @@ def test_term_metrics_hand_computed():
     assert got["avg_ko_vector_terms"] == pytest.approx(
         (len(set(model.tokenizer("머신러닝 machine learning", add_special_tokens=False)["input_ids"]))
          + len(set(model.tokenizer("서울 seoul", add_special_tokens=False)["input_ids"]))) / 2)
-    assert got["avg_en_vector_terms"] == pytest.approx((pieces("machine learning") + pieces("seoul") + pieces("capital"))
-                                                       / 3)
+    english = pieces("machine learning") + pieces("seoul") + pieces("capital")
+    assert got["avg_en_vector_terms"] == pytest.approx(english / 3)
     back = term_metrics(ExpandingModel({"seoul": "서울"}), PAIRS, top_n=50)
     assert back["ko_activation"] == pytest.approx(1 / 3)  # seoul -> 서울 of the three pairs
     none = term_metrics(ExpandingModel({}), PAIRS, top_n=50)
