@@ -44,10 +44,9 @@ def sparsity_stats(queries: sp.csr_matrix, documents: sp.csr_matrix, tokenizer=N
     q, d = active_terms(queries), active_terms(documents)
     out = {}
     for side, counts in (("query", q), ("doc", d)):
-        out[f"avg_{side}_terms"] = float(counts.mean()) if len(counts) else 0.0
-        out[f"median_{side}_terms"] = float(np.median(counts)) if len(counts) else 0.0
-        out[f"p99_{side}_terms"] = float(np.percentile(counts, 99)) if len(counts) else 0.0
-        out[f"max_{side}_terms"] = float(counts.max()) if len(counts) else 0.0
+        counts = counts if len(counts) else np.zeros(1)
+        out.update({f"avg_{side}_terms": float(counts.mean()), f"median_{side}_terms": float(np.median(counts)),
+                    f"p99_{side}_terms": float(np.percentile(counts, 99)), f"max_{side}_terms": float(counts.max())})
     out["flops"] = flops(queries, documents)
     if tokenizer is not None:
         scripts = token_scripts(tokenizer)

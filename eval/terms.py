@@ -16,6 +16,7 @@ from training.vocab import token_scripts
 
 from .index import SparseIndex, prune
 from .sparse_retrieval.sparse_retrieval import ranking_metrics
+from .stats import active_terms
 
 TARGET_SCRIPTS = ("hangul", "latin", "common", "special")
 
@@ -123,8 +124,8 @@ def term_metrics(model, pairs: Sequence[dict], top_n: int = 50, k_values: Sequen
         "dead_en_targets": float(dead),
         "ko_activation": float(np.mean(reverse)) if reverse else 0.0,
         f"non_target_top{top_n}": float(np.mean(other)),
-        "avg_ko_vector_terms": float(np.diff(ko.indptr).mean()),
-        "avg_en_vector_terms": float(np.diff(en.indptr).mean()),
+        "avg_ko_vector_terms": float(active_terms(ko).mean()),
+        "avg_en_vector_terms": float(active_terms(en).mean()),
     }
     out.update({f"synonym_recall@{k}": ranked[f"recall@{k}"] for k in k_values})
     out["synonym_mrr"] = ranked[f"mrr@{depth}"]

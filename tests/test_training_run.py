@@ -205,10 +205,12 @@ def test_a_source_with_loss_overrides_trains_with_its_own_losses(setup, tmp_path
     keeps the run's info_nce and no coverage; the run's loss settings are untouched."""
     trainer = _trainer_on_two_sources(setup, tmp_path, {"loss_overrides": {"ranking_weight": 0, "coverage_weight": 1}},
                                       "--max_query_length", "8", "--num_train_epochs", "1", "--logging_steps", "1",
-                                      "--save_strategy", "no")
+                                      "--save_strategy", "no", "--flops_warmup_steps", "100")
     trainer.train()
     logged = [set(entry) for entry in trainer.state.log_history if "loss" in entry]
     assert len(logged) == len(trainer.train_dataset) >= 2
     assert any("coverage" in parts and "info_nce" not in parts for parts in logged)
     assert any("info_nce" in parts and "coverage" not in parts for parts in logged)
     assert trainer.loss.w.ranking_weight == 1.0 and trainer.loss.w.coverage_weight == 0.0
+    # one warm-up clock: the overridden loss reads the run's regulariser scale, which training moved but not to 1
+    assert 0 < trainer.loss.regularizer_scale == trainer.loss.with_weights(coverage_weight=1.0).regularizer_scale < 1
