@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.test_training_run import worker
+from tests.test_training_run import load_weights, update_gap, worker
 from tests.tiny import build_tiny_model
 
 
@@ -46,28 +46,29 @@ def real_setup(tmp_path_factory, shared_data):
             "--activation_weight", "1", "--preservation_weight", "0.5", "--translation_margin_weight", "1",
             "--alignment_weight", "0.1", "--max_seq_length", "96", "--max_query_length", "24", "--num_negatives", "2",
             "--num_distill_docs", "4", "--seed", "11", "--max_steps", "6", "--save_strategy", "no", "--optim", "sgd",
-            "--learning_rate", "0.05"]
+            "--learning_rate", "0.05", "--max_grad_norm", "0"]  # clipping (norms 3-43 here) hides gradient-scale bugs
     return root, args
 
 
 def train_one_process_and_two_ranks(args, tmp_path, single_args=(), ddp_args=()):
-    """The same global batch of 4 as one process and as 2 gloo ranks of 2: (one, rank0, rank1) final weights."""
+    """The same global batch of 4 as one process and as 2 gloo ranks of 2: (one, rank0, rank1) final weights and
+    the weights before training (init)."""
     single = worker(tmp_path / "single", [*args, *single_args, "--output_dir", str(tmp_path / "s"),
                                           "--per_device_train_batch_size", "4"])
     assert single.returncode == 0, single.stderr[-3000:]
     ddp = worker(tmp_path / "ddp", [*args, *ddp_args, "--output_dir", str(tmp_path / "d"),
                                     "--per_device_train_batch_size", "2"], nproc=2)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    load = lambda d, r: torch.load(tmp_path / d / f"rank{r}.pt", weights_only=True)  # noqa: E731
-    return load("single", 0), load("ddp", 0), load("ddp", 1)
+    return (load_weights(tmp_path / "single"), load_weights(tmp_path / "ddp"), load_weights(tmp_path / "ddp", 1),
+            load_weights(tmp_path / "single", when="init"))
 
 
 @pytest.mark.slow
 def test_two_ranks_on_real_text_match_one_process(real_setup, tmp_path):
     root, args = real_setup
-    one, r0, r1 = train_one_process_and_two_ranks(args, tmp_path)
+    one, r0, r1, init = train_one_process_and_two_ranks(args, tmp_path)
     assert all(torch.equal(r0[k], r1[k]) for k in r0), "ranks diverged"
-    assert max((one[k] - r0[k]).abs().max().item() for k in one) < 1e-5
+    assert update_gap(one, r0, init) < 1e-2
     logs = {d: [l for l in json.load(open(tmp_path / d / "log0.json")) if "loss" in l] for d in ("single", "ddp")}
     parts = {k for l in logs["single"] for k in l}
     assert {"info_nce", "kl", "en_activation", "translation_margin", "dead_en_targets"} <= parts  # all three tasks ran
@@ -89,9 +90,9 @@ def test_a_source_with_its_own_batch_size_trains_on_two_ranks_as_on_one(real_set
         return ["--sources", "[" + ", ".join(f"{{file: {f}" + (f", batch_size: {term_rows}}}" if "terms" in f else "}")
                                             for f in files) + "]"]
 
-    one, r0, r1 = train_one_process_and_two_ranks(rest, tmp_path, single_args=sources(8), ddp_args=sources(4))
+    one, r0, r1, init = train_one_process_and_two_ranks(rest, tmp_path, single_args=sources(8), ddp_args=sources(4))
     assert all(torch.equal(r0[k], r1[k]) for k in r0), "ranks diverged"
-    assert max((one[k] - r0[k]).abs().max().item() for k in one) < 1e-5
+    assert update_gap(one, r0, init) < 1e-2
     logs = {d: [l for l in json.load(open(tmp_path / d / "log0.json")) if "loss" in l] for d in ("single", "ddp")}
     assert any("en_activation" in l for l in logs["single"])  # a term-pair batch ran
     assert [l["loss"] for l in logs["ddp"]] == pytest.approx([l["loss"] for l in logs["single"]], rel=1e-5)

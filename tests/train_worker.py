@@ -1,5 +1,5 @@
 """Test driver around run_train: trains like the CLI, optionally kills itself (SIGKILL) at a step, then saves
-this rank's final weights and the log history so tests can compare runs. Usage:
+this rank's weights before and after training and the log history so tests can compare runs. Usage:
 python tests/train_worker.py RESULT_DIR [--kill_at_step N] -- RUN_TRAIN_ARGS..."""
 import json
 import os
@@ -27,11 +27,13 @@ if __name__ == "__main__":
     own, argv = sys.argv[1:split], sys.argv[split + 1:]
     result_dir = own[0]
     trainer, _ = run_train.build_trainer(argv)
+    rank = int(os.environ.get("RANK", 0))
+    os.makedirs(result_dir, exist_ok=True)
+    state = lambda: {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}  # noqa: E731
+    torch.save(state(), os.path.join(result_dir, f"init{rank}.pt"))
     if "--kill_at_step" in own:
         trainer.add_callback(KillAt(int(own[own.index("--kill_at_step") + 1])))
     run_train.train(trainer)
-    rank = int(os.environ.get("RANK", 0))
-    os.makedirs(result_dir, exist_ok=True)
     model = trainer.accelerator.unwrap_model(trainer.model)
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, os.path.join(result_dir, f"rank{rank}.pt"))
     with open(os.path.join(result_dir, f"log{rank}.json"), "w") as fh:
