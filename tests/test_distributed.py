@@ -38,7 +38,7 @@ def real_setup(tmp_path_factory, shared_data):
     }
     texts = [t for recs in rows.values() for r in recs for v in r.values() for t in (v if isinstance(v, list) else [v])
              if isinstance(t, str)]
-    model = build_tiny_model(root / "model", dropout=0.0, texts=texts, vocab_size=1500)
+    model = build_tiny_model(root / "model", dropout=0.0, texts=texts, vocab_size=1500, fixed_vocab=True)  # reproducible
     for name, records in rows.items():
         (root / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
     args = ["--model_name_or_path", str(model), "--train_file", *(str(root / n) for n in rows),
