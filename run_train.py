@@ -90,7 +90,7 @@ def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
         model = load_model(model_args, resolved)
     for s in sources:
         logger.info("source %s: %d %s records", s.name, len(s.records), s.task)
-    if model.config.mode != "splade" and any(s.query_is_document for s in sources):
+    if model.config.mode != "splade" and any(s.spec.query_is_document for s in sources):
         raise ConfigError("sources: query_is_document needs a SPLADE model; an inference-free model never encodes "
                           "its queries, so a passage on the query side would become a bag of its tokens")
     model.length_group_overhead = model_args.length_group_overhead

@@ -83,8 +83,8 @@ def test_yaml_with_cli_overrides(tmp_path):
 
 
 def make_sources(n_a=10, n_b=6):
-    a = Source("a", "triplets", [dict(TRIPLET, query=f"q{i}") for i in range(n_a)])
-    b = Source("b", "term_pairs", [{"ko": f"ko{i}", "en": f"en{i}"} for i in range(n_b)])
+    a = Source(SourceSpec(file="a"), "triplets", [dict(TRIPLET, query=f"q{i}") for i in range(n_a)])
+    b = Source(SourceSpec(file="b"), "term_pairs", [{"ko": f"ko{i}", "en": f"en{i}"} for i in range(n_b)])
     return [a, b]
 
 
@@ -105,8 +105,8 @@ def test_schedule_is_deterministic_single_task_and_rank_sliced():
 
 def test_schedule_weights_and_curriculum_start():
     sources = make_sources(40, 40)
-    sources[0].weight, sources[1].weight = 3.0, 1.0
-    sources[1].start = 0.5
+    sources[0].spec.weight, sources[1].spec.weight = 3.0, 1.0
+    sources[1].spec.curriculum_start = 0.5
     schedule = BatchSchedule(sources, 2, 1, seed=0)
     tasks = [schedule[i]["task"] for i in range(len(schedule))]
     assert tasks.count("triplets") == 30 and tasks.count("term_pairs") == 10
@@ -116,7 +116,7 @@ def test_schedule_weights_and_curriculum_start():
 def test_schedule_source_batch_size_sets_its_rows_and_rank_slices():
     def sources(term_rows):
         a, b = make_sources(12, 20)
-        b.batch_size = term_rows  # per device; the triplets keep the trainer's batch size
+        b.spec.batch_size = term_rows  # per device; the triplets keep the trainer's batch size
         return [a, b]
 
     one = BatchSchedule(sources(5), per_device_batch_size=2, world_size=1, seed=4)

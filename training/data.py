@@ -99,16 +99,16 @@ class SourceSpec:
         return self.dataset if self.config is None else f"{self.dataset}[{self.config}]"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Source:
-    name: str
+    """A source read and validated: its config entry, the task its records hold, and the records."""
+    spec: SourceSpec
     task: str
     records: list
-    weight: Optional[float] = None
-    start: float = 0.0
-    batch_size: Optional[int] = None
-    query_is_document: bool = False
-    loss_overrides: Optional[dict] = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
 
 def load_sources(specs: Sequence[SourceSpec]) -> list[Source]:
@@ -123,8 +123,7 @@ def load_sources(specs: Sequence[SourceSpec]) -> list[Source]:
         if spec.query_is_document and task != "triplets":
             raise ValueError(f"{spec.name}: query_is_document needs triplets (query, positive); this source holds "
                              f"{task}")
-        sources.append(Source(spec.name, task, records, spec.weight, spec.curriculum_start, spec.batch_size,
-                              spec.query_is_document, spec.loss_overrides))
+        sources.append(Source(spec, task, records))
     return sources
 
 
@@ -140,7 +139,7 @@ class BatchSchedule(Dataset):
     def __init__(self, sources: list[Source], per_device_batch_size: int, world_size: int = 1, seed: int = 42):
         self.sources = sources
         self.world_size = world_size
-        self.rows_per_rank = [s.batch_size or per_device_batch_size for s in sources]
+        self.rows_per_rank = [s.spec.batch_size or per_device_batch_size for s in sources]
         self.seed = seed
         for s, rows in zip(sources, self.rows_per_rank):
             if len(s.records) < rows * world_size:
@@ -150,9 +149,9 @@ class BatchSchedule(Dataset):
 
     def _batches_per_source(self) -> list[int]:
         natural = [len(s.records) // (rows * self.world_size) for s, rows in zip(self.sources, self.rows_per_rank)]
-        if all(s.weight is None for s in self.sources):
+        if all(s.spec.weight is None for s in self.sources):
             return natural
-        weights = np.array([s.weight if s.weight is not None else 1.0 for s in self.sources], dtype=float)
+        weights = np.array([s.spec.weight if s.spec.weight is not None else 1.0 for s in self.sources], dtype=float)
         return [max(1, int(round(sum(natural) * w / weights.sum()))) for w in weights]
 
     def set_epoch(self, epoch: int) -> None:
@@ -161,11 +160,12 @@ class BatchSchedule(Dataset):
         total = sum(counts)
         slots = np.full(total, -1)
         # Late-starting sources first: each takes random free slots at or after its start.
-        for si in sorted(range(len(self.sources)), key=lambda i: -self.sources[i].start):
-            free = np.flatnonzero(slots[int(self.sources[si].start * total):] < 0) + int(self.sources[si].start * total)
+        starts = [s.spec.curriculum_start for s in self.sources]
+        for si in sorted(range(len(self.sources)), key=lambda i: -starts[i]):
+            free = np.flatnonzero(slots[int(starts[si] * total):] < 0) + int(starts[si] * total)
             if len(free) < counts[si]:
                 raise ValueError(f"{self.sources[si].name}: {counts[si]} batches do not fit after curriculum_start "
-                                 f"{self.sources[si].start}; lower its start or its sampling_weight")
+                                 f"{starts[si]}; lower its start or its sampling_weight")
             slots[rng.choice(free, counts[si], replace=False)] = si
         plan, used = [], [0] * len(self.sources)
         rows_per_source = []
@@ -191,8 +191,8 @@ class BatchSchedule(Dataset):
         mine = rows[rank * size:(rank + 1) * size]
         return {"task": source.task, "records": [source.records[r] for r in mine],
                 "progress": step / max(1, len(self.plan)), "seed": (self.seed, self.epoch, step),
-                "offset": rank * size, "rows_per_rank": size, "query_is_document": source.query_is_document,
-                "loss_overrides": source.loss_overrides}
+                "offset": rank * size, "rows_per_rank": size, "query_is_document": source.spec.query_is_document,
+                "loss_overrides": source.spec.loss_overrides}
 
 
 class SparseCollator:
