@@ -29,8 +29,8 @@ if __name__ == "__main__":
     trainer, _ = run_train.build_trainer(argv)
     rank = int(os.environ.get("RANK", 0))
     os.makedirs(result_dir, exist_ok=True)
-    state = lambda: {k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()}  # noqa: E731
-    torch.save(state(), os.path.join(result_dir, f"init{rank}.pt"))
+    torch.save({k: v.detach().cpu().clone() for k, v in trainer.model.state_dict().items()},
+               os.path.join(result_dir, f"init{rank}.pt"))
     if "--kill_at_step" in own:
         trainer.add_callback(KillAt(int(own[own.index("--kill_at_step") + 1])))
     run_train.train(trainer)
