@@ -12,8 +12,9 @@ import pytest
 
 from deploy.features import encode_features
 from deploy.ml_commons import export_opensearch
-from deploy.opensearch import (bulk_index, connect, create_index, deploy_model, index_body, ingest_pipeline_body,
-                               neural_sparse_query, predict_sparse, put_pipeline, register_model, search)
+from deploy.opensearch import (bulk_index, connect, create_index, deploy_model, hybrid_query,
+                               hybrid_search_pipeline_body, index_body, ingest_pipeline_body, neural_sparse_query,
+                               predict_sparse, put_pipeline, put_search_pipeline, register_model, search)
 from training import SparseEncoder
 
 
@@ -142,6 +143,53 @@ def test_pipeline_and_index_bodies(server):
         ingest_pipeline_body("m", {"text": "v"}, "top_k", 0.5)
 
 
+HYBRID_PIPELINE = {"description": "BM25 + sparse model, scores normalised per query and combined",
+                   "phase_results_processors": [{"normalization-processor": {
+                       "normalization": {"technique": "min_max"},
+                       "combination": {"technique": "arithmetic_mean", "parameters": {"weights": [0.3, 0.7]}}}}]}
+
+
+def test_hybrid_search_pipeline_and_query(server):
+    client = connect(server.url)
+    put_search_pipeline(client, "ko-hybrid", hybrid_search_pipeline_body((0.3, 0.7)))
+    sparse = neural_sparse_query("sparse_embedding", query_text="한국의 수도", model_id="model-1", size=5)
+    hits = search(client, "docs", hybrid_query("text", "한국의 수도", sparse), search_pipeline="ko-hybrid")
+    pipeline, query = server.requests
+    assert (pipeline["method"], pipeline["path"]) == ("PUT", "/_search/pipeline/ko-hybrid")
+    assert _json(pipeline) == HYBRID_PIPELINE
+    assert (query["method"], query["path"], query["params"]) == ("POST", "/docs/_search",
+                                                                 {"search_pipeline": "ko-hybrid"})
+    assert _json(query) == {"size": 5, "query": {"hybrid": {"queries": [
+        {"match": {"text": {"query": "한국의 수도"}}},
+        {"neural_sparse": {"sparse_embedding": {"query_text": "한국의 수도", "model_id": "model-1"}}}]}},
+        "_source": {"excludes": ["sparse_embedding"]}}
+    assert [h["_id"] for h in hits] == ["d1"]
+    for bad in ((0.5, 0.6), (1.2, -0.2), (1.0,)):
+        with pytest.raises(ValueError, match="summing to 1"):
+            hybrid_search_pipeline_body(bad)
+
+
+def test_cli_hybrid_search(server, capsys):
+    from deploy.opensearch.__main__ import main
+
+    base = ["--url", server.url]
+    assert main(base + ["index", "docs", "--text-field", "body", "--text-analyzer", "nori"]) == 0
+    assert _json(server.requests.pop()) == {"mappings": {"properties": {
+        "body": {"type": "text", "analyzer": "nori"}, "sparse_embedding": {"type": "rank_features"}}}}
+    with pytest.raises(SystemExit, match="--weights: hybrid weights"):
+        main(base + ["search-pipeline", "ko-hybrid", "--weights", "0.5", "0.6"])
+    assert server.requests == []  # nothing sent for bad weights
+    assert main(base + ["search-pipeline", "ko-hybrid", "--weights", "0.3", "0.7"]) == 0
+    assert main(base + ["search", "docs", "--query", "서울", "--model-id", "model-1", "--hybrid", "ko-hybrid",
+                        "--text-field", "body"]) == 0
+    pipeline, query = server.requests
+    assert pipeline["path"] == "/_search/pipeline/ko-hybrid" and _json(pipeline) == HYBRID_PIPELINE
+    assert query["params"] == {"search_pipeline": "ko-hybrid"}
+    assert _json(query) == hybrid_query("body", "서울", neural_sparse_query("sparse_embedding", query_text="서울",
+                                                                           model_id="model-1"))
+    assert "d1" in capsys.readouterr().out
+
+
 def test_bulk_and_query_tokens_share_feature_names(server, encoder):
     client = connect(server.url)
     texts = ["서울은 대한민국의 수도이다.", "OpenSearch uses an inverted index."]
@@ -210,7 +258,8 @@ def test_cli_sends_the_same_bodies(server, exported, tiny_model_dir, tmp_path, c
 @pytest.mark.skipif(not os.environ.get("OPENSEARCH_URL"), reason="set OPENSEARCH_URL to run against a cluster")
 def test_live_cluster_round_trip(encoder, exported):
     """Register + deploy the exported zip, check the cluster encodes like we do, ingest through the pipeline and
-    by bulk, and find documents by query_text and by query_tokens. Cleans up after itself."""
+    by bulk, and find documents by query_text, by query_tokens and by BM25 + query_tokens hybrid. Cleans up after
+    itself."""
     client = connect(os.environ["OPENSEARCH_URL"], os.environ.get("OPENSEARCH_USER"),
                      os.environ.get("OPENSEARCH_PASSWORD"), verify_certs=False)
     suffix = uuid.uuid4().hex[:8]
@@ -239,8 +288,13 @@ def test_live_cluster_round_trip(encoder, exported):
         query = encode_features(encoder, ["inverted index"], is_query=True)[0]
         by_tokens = search(client, index, neural_sparse_query("sparse_embedding", query_tokens=query))
         assert by_text[0]["_id"] == "p1" and by_tokens[0]["_id"] == "b2"
+        put_search_pipeline(client, pipeline, hybrid_search_pipeline_body())
+        hybrid = search(client, index, hybrid_query("text", "inverted index", neural_sparse_query(
+            "sparse_embedding", query_tokens=query)), search_pipeline=pipeline)
+        assert hybrid[0]["_id"] == "b2"
     finally:
         client.indices.delete(index=index, ignore=[404])
         client.ingest.delete_pipeline(id=pipeline, ignore=[404])
+        client.search_pipeline.delete(id=pipeline, ignore=[404])
         client.transport.perform_request("POST", f"/_plugins/_ml/models/{model_id}/_undeploy")
         client.transport.perform_request("DELETE", f"/_plugins/_ml/models/{model_id}")

@@ -4,8 +4,10 @@
     python -m deploy.opensearch --url URL deploy MODEL_ID
     python -m deploy.opensearch --url URL pipeline NAME --model-id ID [--prune max_ratio:0.1]
     python -m deploy.opensearch --url URL index NAME [--pipeline NAME] [--field-type sparse_vector]
+                                                      [--text-analyzer nori]
     python -m deploy.opensearch --url URL bulk INDEX --model DIR --corpus corpus.jsonl [--prune ...]
-    python -m deploy.opensearch --url URL search INDEX --query TEXT (--model-id ID | --model DIR)
+    python -m deploy.opensearch --url URL search-pipeline NAME [--weights 0.5 0.5]
+    python -m deploy.opensearch --url URL search INDEX --query TEXT (--model-id ID | --model DIR) [--hybrid NAME]
 
 User and password come from --user / OPENSEARCH_USER and OPENSEARCH_PASSWORD.
 """
@@ -18,8 +20,9 @@ from pathlib import Path
 from builders.contracts import RecordError, read_corpus
 
 from ..features import FIELD_TYPES, encode_features, parse_prune
-from .bodies import index_body, ingest_pipeline_body, neural_sparse_query
-from .client import bulk_index, connect, create_index, deploy_model, put_pipeline, register_model, search
+from .bodies import hybrid_query, hybrid_search_pipeline_body, index_body, ingest_pipeline_body, neural_sparse_query
+from .client import (bulk_index, connect, create_index, deploy_model, put_pipeline, put_search_pipeline,
+                     register_model, search)
 
 
 def _prune(value: str):
@@ -75,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--text-field", default="text")
     ix.add_argument("--field-type", default="rank_features", choices=FIELD_TYPES)
     ix.add_argument("--pipeline", help="default ingest pipeline")
+    ix.add_argument("--text-analyzer", help="the text field's analyzer (BM25 in hybrid search), e.g. nori")
 
     b = sub.add_parser("bulk", help="encode a corpus locally and bulk-index the vectors")
     b.add_argument("index")
@@ -86,8 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--prune", type=_prune, default=("none", 0.0))
     b.add_argument("--batch-size", type=int, default=32)
 
+    sp = sub.add_parser("search-pipeline", help="create the search pipeline that fuses BM25 and the sparse model")
+    sp.add_argument("name")
+    sp.add_argument("--weights", type=float, nargs=2, default=[0.5, 0.5], metavar=("BM25", "SPARSE"))
+
     s = sub.add_parser("search", help="neural_sparse search by query_text (model in the cluster) or locally "
-                                      "encoded query_tokens (--model)")
+                                      "encoded query_tokens (--model); with --hybrid, fused with BM25")
     s.add_argument("index")
     s.add_argument("--query", required=True)
     s.add_argument("--field", default="sparse_embedding")
@@ -96,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--model-id")
     group.add_argument("--model")
     s.add_argument("--size", type=int, default=10)
+    s.add_argument("--hybrid", metavar="PIPELINE", help="a search-pipeline name: BM25 on --text-field + the model")
+    s.add_argument("--text-field", default="text")
     return p
 
 
@@ -114,8 +124,15 @@ def main(argv=None) -> int:
         body = ingest_pipeline_body(args.model_id, _field_map(args.field_map), *args.prune)
         print(json.dumps(put_pipeline(client, args.name, body)))
     elif args.command == "index":
-        body = index_body(args.field, args.field_type, args.text_field, args.pipeline)
+        body = index_body(args.field, args.field_type, args.text_field, args.pipeline,
+                          text_analyzer=args.text_analyzer)
         print(json.dumps(create_index(client, args.name, body)))
+    elif args.command == "search-pipeline":
+        try:
+            body = hybrid_search_pipeline_body(args.weights)
+        except ValueError as e:
+            raise SystemExit(f"--weights: {e}") from None
+        print(json.dumps(put_search_pipeline(client, args.name, body)))
     elif args.command == "bulk":
         from training import SparseEncoder
 
@@ -134,7 +151,9 @@ def main(argv=None) -> int:
             body = neural_sparse_query(args.field, query_tokens=tokens, size=args.size)
         else:
             body = neural_sparse_query(args.field, query_text=args.query, model_id=args.model_id, size=args.size)
-        for hit in search(client, args.index, body):
+        if args.hybrid:
+            body = hybrid_query(args.text_field, args.query, body)
+        for hit in search(client, args.index, body, search_pipeline=args.hybrid):
             print(f"{hit['_score']:.4f}\t{hit['_id']}\t{json.dumps(hit.get('_source', {}), ensure_ascii=False)}")
     return 0
 

@@ -105,6 +105,12 @@ def bulk_index(client, index: str, ids: Sequence[str], vectors: Sequence[dict[st
     return ok
 
 
-def search(client, index: str, body: dict) -> list[dict]:
-    """Run a search body (bodies.neural_sparse_query) and return the hits: [{_id, _score, _source}]."""
-    return client.search(index=index, body=body)["hits"]["hits"]
+def put_search_pipeline(client, name: str, body: dict) -> dict:
+    return client.search_pipeline.put(id=name, body=body)
+
+
+def search(client, index: str, body: dict, search_pipeline: Optional[str] = None) -> list[dict]:
+    """Run a search body (bodies.neural_sparse_query, or bodies.hybrid_query with the search pipeline that fuses
+    it) and return the hits: [{_id, _score, _source}]."""
+    params = {"search_pipeline": search_pipeline} if search_pipeline else {}
+    return client.search(index=index, body=body, **params)["hits"]["hits"]
