@@ -9,6 +9,13 @@
 # GPU shortens the training. Set up the venv first (quickstart.sh does).
 set -euo pipefail
 cd "$(dirname "$0")"
+# Extra arguments go to run_train.py; the model folder is MODEL_DIR, because the evaluation reads it too.
+MODEL_DIR="${MODEL_DIR:-outputs/ko-en-base}"
+for arg in "$@"; do
+  case "$arg" in --output_dir|--output_dir=*)
+    echo "ko-en-base.sh: set MODEL_DIR=... instead of --output_dir (the evaluation reads the same folder)" >&2; exit 2;;
+  esac
+done
 DATA_DIR="${DATA_DIR:-../shared/data}"
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -26,12 +33,12 @@ build term_pairs term_pairs --max_per_source 4000
 [ -f "$OUT/benchmarks/korsts-ret/corpus.jsonl" ] || python -m builders build benchmark --config all --data_dir "$DATA_DIR" --output_dir "$OUT/benchmarks"
 [ "${BUILD_ONLY:-0}" = 1 ] && exit 0
 
-python run_train.py configs/ko-en-base.yaml --resume_from_checkpoint auto "$@"
-[ -f "$OUT/idf.json" ] || python -m builders idf --tokenizer outputs/ko-en-base --output "$OUT/idf.json" --data_dir "$DATA_DIR" --corpus korquad msmarco_ko msmarco_en
-python run_eval.py --model outputs/ko-en-base --benchmark korquad-dev-ret msmarco-ko msmarco-koen msmarco-enko korsts-ret \
+python run_train.py configs/ko-en-base.yaml --output_dir "$MODEL_DIR" --resume_from_checkpoint auto "$@"
+[ -f "$OUT/idf.json" ] || python -m builders idf --tokenizer "$MODEL_DIR" --output "$OUT/idf.json" --data_dir "$DATA_DIR" --corpus korquad msmarco_ko msmarco_en
+python run_eval.py --model "$MODEL_DIR" --benchmark korquad-dev-ret msmarco-ko msmarco-koen msmarco-enko korsts-ret \
   --benchmark-dir "$OUT/benchmarks" --baseline bm25 dense --hybrid --term-pairs "$OUT/term_pairs" \
-  --max-seq-length 512 --output outputs/ko-en-base/eval
+  --max-seq-length 512 --output "$MODEL_DIR"/eval
 # The same model with queries cut to their 40 largest weights, and with inference-free IDF queries (cached documents).
-python run_eval.py --model outputs/ko-en-base --doc-only-idf "$OUT/idf.json" --query-top-k 40 \
+python run_eval.py --model "$MODEL_DIR" --doc-only-idf "$OUT/idf.json" --query-top-k 40 \
   --benchmark korquad-dev-ret msmarco-ko msmarco-koen msmarco-enko korsts-ret --benchmark-dir "$OUT/benchmarks" --hybrid \
-  --max-seq-length 512 --cache-dir outputs/ko-en-base/eval/cache --latency-queries 0 --output outputs/ko-en-base/eval-query-top40
+  --max-seq-length 512 --cache-dir "$MODEL_DIR"/eval/cache --latency-queries 0 --output "$MODEL_DIR"/eval-query-top40

@@ -4,6 +4,13 @@
 # Korean queries over English MS MARCO passages; print the expansions of a few Korean queries.
 set -euo pipefail
 cd "$(dirname "$0")"
+# Extra arguments go to run_train.py; the model folder is MODEL_DIR, because the evaluation reads it too.
+MODEL_DIR="${MODEL_DIR:-outputs/quickstart}"
+for arg in "$@"; do
+  case "$arg" in --output_dir|--output_dir=*)
+    echo "quickstart.sh: set MODEL_DIR=... instead of --output_dir (the evaluation reads the same folder)" >&2; exit 2;;
+  esac
+done
 DATA_DIR="${DATA_DIR:-../shared/data}"
 if [ ! -d .venv ]; then
   python3 -m venv .venv
@@ -23,7 +30,7 @@ for bench in korquad-dev-ret msmarco-koen; do
   [ -f "$OUT/benchmarks/$bench/corpus.jsonl" ] || python -m builders build benchmark --config "$bench" --data_dir "$DATA_DIR" --output_dir "$OUT/benchmarks"
 done
 
-python run_train.py configs/quickstart.yaml "$@"
-python run_eval.py --model outputs/quickstart --benchmark korquad-dev-ret msmarco-koen --benchmark-dir "$OUT/benchmarks" \
-  --baseline bm25 --hybrid --max-queries 300 --term-pairs "$OUT/term_pairs" --output outputs/quickstart/eval \
+python run_train.py configs/quickstart.yaml --output_dir "$MODEL_DIR" "$@"
+python run_eval.py --model "$MODEL_DIR" --benchmark korquad-dev-ret msmarco-koen --benchmark-dir "$OUT/benchmarks" \
+  --baseline bm25 --hybrid --max-queries 300 --term-pairs "$OUT/term_pairs" --output "$MODEL_DIR/eval" \
   --show-expansions "추천 시스템" "머신러닝" "검색 엔진"
