@@ -9,13 +9,9 @@
 # GPU shortens the training. Set up the venv first (quickstart.sh does).
 set -euo pipefail
 cd "$(dirname "$0")"
-# Extra arguments go to run_train.py; the model folder is MODEL_DIR, because the evaluation reads it too.
-MODEL_DIR="${MODEL_DIR:-outputs/ko-en-base}"
-for arg in "$@"; do
-  case "$arg" in --output_dir|--output_dir=*)
-    echo "ko-en-base.sh: set MODEL_DIR=... instead of --output_dir (the evaluation reads the same folder)" >&2; exit 2;;
-  esac
-done
+MODEL_DIR="${MODEL_DIR:-outputs/ko-en-base}"  # trained, then evaluated; extra arguments go to run_train.py
+case " $* " in *" --output_dir"*)
+  echo "ko-en-base.sh: set MODEL_DIR=... instead of --output_dir (the evaluation reads the same folder)" >&2; exit 2;; esac
 DATA_DIR="${DATA_DIR:-../shared/data}"
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_EVALUATE_OFFLINE=1 TOKENIZERS_PARALLELISM=false

@@ -4,13 +4,9 @@
 # Korean queries over English MS MARCO passages; print the expansions of a few Korean queries.
 set -euo pipefail
 cd "$(dirname "$0")"
-# Extra arguments go to run_train.py; the model folder is MODEL_DIR, because the evaluation reads it too.
-MODEL_DIR="${MODEL_DIR:-outputs/quickstart}"
-for arg in "$@"; do
-  case "$arg" in --output_dir|--output_dir=*)
-    echo "quickstart.sh: set MODEL_DIR=... instead of --output_dir (the evaluation reads the same folder)" >&2; exit 2;;
-  esac
-done
+MODEL_DIR="${MODEL_DIR:-outputs/quickstart}"  # trained, then evaluated; extra arguments go to run_train.py
+case " $* " in *" --output_dir"*)
+  echo "quickstart.sh: set MODEL_DIR=... instead of --output_dir (the evaluation reads the same folder)" >&2; exit 2;; esac
 DATA_DIR="${DATA_DIR:-../shared/data}"
 if [ ! -d .venv ]; then
   python3 -m venv .venv

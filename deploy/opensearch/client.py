@@ -112,5 +112,4 @@ def put_search_pipeline(client, name: str, body: dict) -> dict:
 def search(client, index: str, body: dict, search_pipeline: Optional[str] = None) -> list[dict]:
     """Run a search body (bodies.neural_sparse_query, or bodies.hybrid_query with the search pipeline that fuses
     it) and return the hits: [{_id, _score, _source}]."""
-    params = {"search_pipeline": search_pipeline} if search_pipeline else {}
-    return client.search(index=index, body=body, **params)["hits"]["hits"]
+    return client.search(index=index, body=body, search_pipeline=search_pipeline)["hits"]["hits"]  # None: not sent
