@@ -112,8 +112,9 @@ def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
         from eval.retrieval import RetrievalEvaluator
 
         evaluator = RetrievalEvaluator(data_args.eval_benchmark, max_queries=data_args.eval_max_queries)
+    loss = as_config_error(SparseLoss.from_args, loss_args, model, model_args.idf_file)
     trainer = SparseTrainer(model=model, args=training_args, train_dataset=schedule, data_collator=collator,
-                            loss=as_config_error(SparseLoss.from_args, loss_args, model), evaluator=evaluator,
+                            loss=loss, evaluator=evaluator,
                             idf_learning_rate=model_args.idf_learning_rate,
                             context_gate_learning_rate=model_args.context_gate_learning_rate)
 

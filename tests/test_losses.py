@@ -1,5 +1,6 @@
 """Losses against golden values computed independently (plain Python / numpy loops over tiny tensors)."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -345,3 +346,36 @@ def test_a_query_side_document_gets_the_document_regularisers():
     assert as_doc["loss"].item() == pytest.approx(as_doc["info_nce"].item() + 0.125 * flops)
     assert as_query["info_nce"].item() == pytest.approx(as_doc["info_nce"].item())
     assert as_query["l1_query"].item() == pytest.approx((3.0 + 2.0) / 2)
+
+
+def test_a_splade_run_weights_flops_by_the_idf_file(tiny_model_dir, tmp_path):
+    """`flops_idf_weighting` on a SPLADE model (which has no IDF of its own) reads `idf_file`: a frequent token's
+    mean activation costs more than a rare one's, and a token the file lacks counts as rare as its rarest token."""
+    import json
+
+    import run_train
+    from tests.tiny import SENTENCES
+
+    vocab = json.loads((Path(tiny_model_dir) / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    frequent, middling, rare = sorted(vocab, key=vocab.get)[-3:]  # any three of the test-built vocabulary
+    table = {frequent: 0.5, middling: 2.0, rare: 6.0, "absent-from-the-vocabulary": 9.0}
+    (tmp_path / "idf.json").write_text(json.dumps(table, ensure_ascii=False), encoding="utf-8")
+    data = tmp_path / "triplets.jsonl"
+    data.write_text("".join(json.dumps({"query": s[:6], "positive": s}, ensure_ascii=False) + "\n" for s in SENTENCES),
+                    encoding="utf-8")
+    trainer, _ = run_train.build_trainer([
+        "--model_name_or_path", str(tiny_model_dir), "--train_file", str(data), "--output_dir", str(tmp_path / "out"),
+        "--report_to", "none", "--max_steps", "1", "--per_device_train_batch_size", "2",
+        "--flops_idf_weighting", "true", "--idf_file", str(tmp_path / "idf.json")])
+    weights = trainer.loss.flops_token_weights
+    # by hand: 1 / (1 + idf), the 9.0 of a token outside the vocabulary ignored, every other token at the largest
+    # known idf (6.0), then divided by the mean over the model's output rows
+    vocab_size = weights.shape[0]
+    raw = np.full(vocab_size, 1 / 7)
+    for token, idf in list(table.items())[:3]:
+        raw[vocab[token]] = 1 / (1 + idf)
+    np.testing.assert_allclose(weights.numpy(), raw / raw.mean(), rtol=1e-5)
+    reps = torch.rand(4, vocab_size)
+    parts = trainer.loss("triplets", {"query": reps, "doc": reps}, {"doc_mask": torch.ones(4, 1, dtype=torch.bool)})
+    expected = ((reps.numpy().mean(0) ** 2) * raw / raw.mean()).sum()
+    assert parts["flops_query"].item() == pytest.approx(expected, rel=1e-5)

@@ -408,23 +408,23 @@ def _fit(vector: torch.Tensor, size: int, fill) -> torch.Tensor:
     return torch.cat([vector, torch.full((size - vector.shape[0],), fill, dtype=vector.dtype)])
 
 
-def load_idf(path, tokenizer, vocab_size: int, default: float = 1.0) -> torch.Tensor:
-    """idf.json ({token: idf}) -> [vocab] tensor; tokens the file lacks get `default`."""
+def load_idf(path, tokenizer, vocab_size: int, default: Optional[float] = 1.0) -> torch.Tensor:
+    """idf.json ({token: idf}) -> [vocab] tensor; tokens the file lacks get `default` (None: the file's largest
+    idf, as rare as the rarest token its corpus shows)."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a JSON object {{token: idf}}")
-    vocab = tokenizer.get_vocab()
-    idf = torch.full((vocab_size,), float(default))
-    unknown = []
     for token, value in data.items():
         if not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"{path}: idf of token {token!r} must be a finite number, got {value!r}")
-        if token in vocab and vocab[token] < vocab_size:
-            idf[vocab[token]] = float(value)
-        else:
-            unknown.append(token)
-    if unknown and len(unknown) == len(data):
+    vocab = tokenizer.get_vocab()
+    known = {vocab[t]: float(v) for t, v in data.items() if t in vocab and vocab[t] < vocab_size}
+    if data and not known:
         raise ValueError(f"{path}: none of its {len(data)} tokens is in the tokenizer's vocabulary")
+    if default is None:
+        default = max(known.values(), default=1.0)
+    idf = torch.full((vocab_size,), float(default))
+    idf[list(known)] = torch.tensor(list(known.values()))
     return idf
 
 

@@ -164,11 +164,12 @@ class SparseLoss:
         self.set_step(0)
 
     @classmethod
-    def from_args(cls, args: "LossArguments", model) -> "SparseLoss":
+    def from_args(cls, args: "LossArguments", model, idf_file: Optional[str] = None) -> "SparseLoss":
         """The loss for `model` (a SparseEncoder), with the token sets its settings need built from the model's
         tokenizer: non-target scripts (`non_target_weight`), the stopwords of `stopwords_file` (`stopword_weight`)
-        and per-token FLOPS weights from the model's IDF (`flops_idf_weighting`). Doc-only models get no query
-        regularisers."""
+        and per-token FLOPS weights (`flops_idf_weighting`) from the model's IDF, or for a SPLADE model, which has
+        none, from `idf_file`. Doc-only models get no query regularisers."""
+        from .encoder import load_idf
         from .vocab import token_scripts
 
         scripts = token_scripts(model.tokenizer)[: model.vocab_size]
@@ -182,10 +183,13 @@ class SparseLoss:
             stopwords[list(ids)] = 1.0
         flops_weights = None
         if args.flops_idf_weighting:
-            if model.idf is None:
+            idf = model.idf
+            if idf is None and idf_file:
+                idf = load_idf(idf_file, model.tokenizer, model.vocab_size, default=None)
+            if idf is None:
                 raise ValueError("flops_idf_weighting needs an IDF: set idf_file")
-            # Frequent (low-IDF) tokens cost more; mean weight 1 keeps the FLOPS scale comparable.
-            w = 1.0 / (1.0 + model.idf.detach().clamp(min=0))
+            # Frequent (low-IDF) tokens cost more, as BM25 weighs them less; mean weight 1 keeps the FLOPS scale.
+            w = 1.0 / (1.0 + idf.detach().clamp(min=0))
             flops_weights = w / w.mean()
         return cls(args, non_target_mask=non_target, stopword_mask=stopwords, flops_token_weights=flops_weights,
                    regularise_queries=model.config.mode == "splade")
