@@ -5,7 +5,8 @@ Offline: `korquad-dev-ret` (questions of the 40 KorQuAD eval articles over their
 (the 1,000 eval queries over all 5,006 Korean passages), `msmarco-koen` (Korean queries, English passages) and
 `msmarco-enko` (English queries, Korean passages), and `korsts-ret` (KorSTS test: a sentence -> its paraphrase,
 scored >= 4 of 5, among the 1,327 distinct second sentences; a domain ko-en-base holds out of training: image captions,
-news headlines, forum posts). With the public files downloaded: `ko-strategyqa` (the
+news headlines, forum posts), and `xnli-ret` (XNLI-ko test: an entailed hypothesis -> its premise among the 1,670
+premises; MultiNLI's genres, which no training source covers). With the public files downloaded: `ko-strategyqa` (the
 taeminlee/Ko-StrategyQA BEIR layout, dev qrels) and `miracl-ko` (MIRACL topics / TREC qrels / corpus jsonl)."""
 from __future__ import annotations
 
@@ -76,6 +77,29 @@ def korsts_ret(data_dir, bad=None, min_score: float = 4.0):
     return corpus, queries, list(dict.fromkeys(qrels))
 
 
+def xnli_ret(data_dir, bad=None):
+    """XNLI-ko test as entailment retrieval: a hypothesis the premise entails -> that premise, among every distinct
+    premise. MultiNLI's genres (government reports, letters, telephone speech, fiction, travel guides) are a domain
+    no training source covers."""
+    bad = bad or BadRecords()
+    path = locate(data_dir, "xnli_ko", "kor_nlu_kakaobrain/xnli.test.ko.tsv")
+    rows = [(normalize(premise), normalize(hypothesis), label.strip())
+            for _, (premise, hypothesis, label) in read_tsv(path, 3, bad, header=True)]
+    doc_id = {}
+    for premise, _, _ in rows:
+        doc_id.setdefault(premise, f"p{len(doc_id)}")
+    corpus = [{"_id": i, "title": "", "text": t} for t, i in doc_id.items()]
+    queries, qrels, query_id = [], [], {}
+    for premise, hypothesis, label in rows:
+        if label != "entailment" or hypothesis in doc_id:
+            continue
+        if hypothesis not in query_id:
+            query_id[hypothesis] = f"h{len(query_id)}"
+            queries.append({"_id": query_id[hypothesis], "text": hypothesis})
+        qrels.append((query_id[hypothesis], doc_id[premise], 1))
+    return corpus, queries, list(dict.fromkeys(qrels))
+
+
 def ko_strategyqa(data_dir, bad=None):
     """taeminlee/Ko-StrategyQA: corpus.jsonl, queries.jsonl, qrels/dev.jsonl ({query-id, corpus-id, score})."""
     bad = bad or BadRecords()
@@ -133,6 +157,7 @@ BENCHMARKS = {
     "msmarco-koen": (lambda d: _msmarco(d, "kor", "eng"), ("msmarco_ko",), "ko query -> en passage"),
     "msmarco-enko": (lambda d: _msmarco(d, "eng", "kor"), ("msmarco_ko",), "en query -> ko passage"),
     "korsts-ret": (korsts_ret, ("korsts",), "KorSTS test: sentence -> paraphrase (score >= 4)"),
+    "xnli-ret": (xnli_ret, ("xnli_ko",), "XNLI-ko test: hypothesis -> the premise that entails it"),
 }
 HUB_BENCHMARKS = {
     "ko-strategyqa": (ko_strategyqa, ("ko_strategyqa",), "Ko-StrategyQA dev (BEIR layout from the hub)"),

@@ -59,6 +59,9 @@ SOURCES = {s.name: s for s in [
     Source("korsts", "CC BY-SA 4.0", "https://github.com/kakaobrain/kor-nlu-datasets",
            {f"kor_nlu_kakaobrain/{f}": f"{GH}/kakaobrain/kor-nlu-datasets/master/KorSTS/{f}"
             for f in ("sts-train.tsv", "sts-dev.tsv", "sts-test.tsv")}),
+    Source("xnli_ko", "CC BY-SA 4.0", "https://github.com/kakaobrain/kor-nlu-datasets",
+           {f"kor_nlu_kakaobrain/{f}": f"{GH}/kakaobrain/kor-nlu-datasets/master/KorNLI/{f}"
+            for f in ("xnli.dev.ko.tsv", "xnli.test.ko.tsv")}),
     Source("klue_sts", "CC BY-SA 4.0", "https://github.com/KLUE-benchmark/KLUE",
            {"klue_dev_sts_nli/klue-sts-v1.1_dev.json":
             f"{GH}/KLUE-benchmark/KLUE/main/klue_benchmark/klue-sts-v1.1/klue-sts-v1.1_dev.json"}),

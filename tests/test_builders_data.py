@@ -112,6 +112,21 @@ def test_korsts_benchmark_pairs_paraphrases_and_never_the_query_itself(shared_da
     assert not {q["text"] for q in queries} & {d["text"] for d in corpus}
 
 
+def test_xnli_benchmark_finds_the_premise_of_each_entailed_hypothesis(shared_data, tmp_path):
+    import csv
+
+    with open(os.path.join(shared_data, "kor_nlu_kakaobrain/xnli.test.ko.tsv"), encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+    premises = {r[0].strip() for r in rows}
+    expected = {(r[1].strip(), r[0].strip()) for r in rows if r[2] == "entailment" and r[1].strip() not in premises}
+    counts = export_benchmark("xnli-ret", shared_data, str(tmp_path))
+    corpus, queries, _, qrels = read_beir(str(tmp_path / "xnli-ret"))
+    text = {d["_id"]: d["text"] for d in corpus} | {q["_id"]: q["text"] for q in queries}
+    assert {(text[q], text[d]) for q, d, _ in qrels} == expected
+    assert len({d["text"] for d in corpus}) == len(corpus) == len(premises) == counts["corpus"] > 1000
+    assert len(queries) == len({h for h, _ in expected}) == counts["queries"]
+
+
 def test_ko_strategyqa_and_miracl_converters_on_local_fixtures(tmp_path):
     ks = tmp_path / "ko_strategyqa"
     (ks / "qrels").mkdir(parents=True)
