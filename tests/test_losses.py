@@ -379,3 +379,21 @@ def test_a_splade_run_weights_flops_by_the_idf_file(tiny_model_dir, tmp_path):
     parts = trainer.loss("triplets", {"query": reps, "doc": reps}, {"doc_mask": torch.ones(4, 1, dtype=torch.bool)})
     expected = ((reps.numpy().mean(0) ** 2) * raw / raw.mean()).sum()
     assert parts["flops_query"].item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_stopwords_that_the_tokenizer_splits_are_left_out(tiny_model_dir, tmp_path):
+    """A stopword the vocabulary cuts into pieces ("Themselves" -> "The", "m", ...) would put the penalty on pieces
+    of content words; only one-piece stopwords are penalised."""
+    from transformers import AutoTokenizer
+
+    from training import SparseEncoder
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    whole = [w for w in ("the", "and", "is") if len(tokenizer.tokenize(w)) == 1]
+    split = "models."  # "models", "." in the test-built vocabulary
+    assert whole and tokenizer.tokenize(split) == ["models", "."]
+    (tmp_path / "stop.txt").write_text("\n".join(whole + [split]) + "\n", encoding="utf-8")
+    loss = L.SparseLoss.from_args(LossArguments(stopword_weight=1.0, stopwords_file=str(tmp_path / "stop.txt")),
+                                  SparseEncoder.from_pretrained(tiny_model_dir))
+    marked = set(torch.nonzero(loss.stopword_mask).flatten().tolist())
+    assert marked == set(tokenizer.convert_tokens_to_ids(whole))

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 from typing import TYPE_CHECKING, Optional
 
 import torch
 import torch.nn.functional as F
 
-from .encoder import prune
+from .encoder import load_idf, prune
 
 if TYPE_CHECKING:
     from .arguments import LossArguments
+
+logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------------- ranking
@@ -169,7 +172,6 @@ class SparseLoss:
         tokenizer: non-target scripts (`non_target_weight`), the stopwords of `stopwords_file` (`stopword_weight`)
         and per-token FLOPS weights (`flops_idf_weighting`) from the model's IDF, or for a SPLADE model, which has
         none, from `idf_file`. Doc-only models get no query regularisers."""
-        from .encoder import load_idf
         from .vocab import token_scripts
 
         scripts = token_scripts(model.tokenizer)[: model.vocab_size]
@@ -178,7 +180,13 @@ class SparseLoss:
         if args.stopwords_file:
             with open(args.stopwords_file, encoding="utf-8") as fh:
                 words = [w.strip() for w in fh if w.strip()]
-            ids = {i for w in words for i in model.tokenizer(w, add_special_tokens=False)["input_ids"]}
+            # Only words that are one piece: the pieces of a split word ("Them" -> "The", "m") are parts of content
+            # words too, and would be penalised everywhere.
+            pieces = [model.tokenizer(w, add_special_tokens=False)["input_ids"] for w in words]
+            ids = {p[0] for p in pieces if len(p) == 1}
+            if len(ids) < len(words):
+                logger.info("stopwords_file: %d of %d words are one piece of the vocabulary; the split ones are "
+                            "not penalised", sum(len(p) == 1 for p in pieces), len(words))
             stopwords = torch.zeros(model.vocab_size)
             stopwords[list(ids)] = 1.0
         flops_weights = None
