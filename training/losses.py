@@ -183,12 +183,12 @@ class SparseLoss:
             # Only words that are one piece: the pieces of a split word ("Them" -> "The", "m") are parts of content
             # words too, and would be penalised everywhere.
             pieces = [model.tokenizer(w, add_special_tokens=False)["input_ids"] for w in words]
-            ids = {p[0] for p in pieces if len(p) == 1}
+            ids = [p[0] for p in pieces if len(p) == 1]
             if len(ids) < len(words):
                 logger.info("stopwords_file: %d of %d words are one piece of the vocabulary; the split ones are "
-                            "not penalised", sum(len(p) == 1 for p in pieces), len(words))
+                            "not penalised", len(ids), len(words))
             stopwords = torch.zeros(model.vocab_size)
-            stopwords[list(ids)] = 1.0
+            stopwords[ids] = 1.0
         flops_weights = None
         if args.flops_idf_weighting:
             idf = model.idf
