@@ -62,19 +62,8 @@ def korsts_ret(data_dir, bad=None, min_score: float = 4.0):
             rows.append((float(row[4]), normalize(row[5]), normalize(row[6])))
         except ValueError:
             bad(path, number, f"field 'score': not a number: {row[4]!r}")
-    doc_id = {}
-    for _, _, second in rows:
-        doc_id.setdefault(second, f"s{len(doc_id)}")
-    corpus = [{"_id": i, "title": "", "text": t} for t, i in doc_id.items()]
-    queries, qrels, query_id = [], [], {}
-    for score, first, second in rows:
-        if score < min_score or first in doc_id:
-            continue
-        if first not in query_id:
-            query_id[first] = f"q{len(query_id)}"
-            queries.append({"_id": query_id[first], "text": first})
-        qrels.append((query_id[first], doc_id[second], 1))
-    return corpus, queries, list(dict.fromkeys(qrels))
+    return _pair_benchmark([second for _, _, second in rows],
+                           [(first, second) for score, first, second in rows if score >= min_score], "q", "s")
 
 
 def xnli_ret(data_dir, bad=None):
@@ -85,18 +74,27 @@ def xnli_ret(data_dir, bad=None):
     path = locate(data_dir, "xnli_ko", "kor_nlu_kakaobrain/xnli.test.ko.tsv")
     rows = [(normalize(premise), normalize(hypothesis), label.strip())
             for _, (premise, hypothesis, label) in read_tsv(path, 3, bad, header=True)]
+    return _pair_benchmark([premise for premise, _, _ in rows],
+                           [(hypothesis, premise) for premise, hypothesis, label in rows if label == "entailment"],
+                           "h", "p")
+
+
+def _pair_benchmark(documents, pairs, query_prefix: str, doc_prefix: str):
+    """(corpus, queries, qrels) from every document text and the relevant (query, document) text pairs: the corpus
+    is each distinct document, and a query that is itself a document is left out, so it never finds itself (as
+    BEIR's Quora does by skipping the query's id)."""
     doc_id = {}
-    for premise, _, _ in rows:
-        doc_id.setdefault(premise, f"p{len(doc_id)}")
+    for text in documents:
+        doc_id.setdefault(text, f"{doc_prefix}{len(doc_id)}")
     corpus = [{"_id": i, "title": "", "text": t} for t, i in doc_id.items()]
     queries, qrels, query_id = [], [], {}
-    for premise, hypothesis, label in rows:
-        if label != "entailment" or hypothesis in doc_id:
+    for query, document in pairs:
+        if query in doc_id:
             continue
-        if hypothesis not in query_id:
-            query_id[hypothesis] = f"h{len(query_id)}"
-            queries.append({"_id": query_id[hypothesis], "text": hypothesis})
-        qrels.append((query_id[hypothesis], doc_id[premise], 1))
+        if query not in query_id:
+            query_id[query] = f"{query_prefix}{len(query_id)}"
+            queries.append({"_id": query_id[query], "text": query})
+        qrels.append((query_id[query], doc_id[document], 1))
     return corpus, queries, list(dict.fromkeys(qrels))
 
 
