@@ -274,3 +274,19 @@ def test_query_is_document_travels_with_its_source_and_is_checked(tmp_path):
         load_sources([SourceSpec(file=str(terms), query_is_document=True)])
     with pytest.raises(ConfigError, match=r"sources\[0\]\.query_is_document must be true or false"):
         parse_config(["--model_name_or_path", "x", "--sources", "{file: t.jsonl, query_is_document: yes please}"])
+
+
+def test_row_sources_keep_one_origin_of_a_mixed_source(tmp_path):
+    rows = [{**TRIPLET, "query": f"질의 {i}", "source": "msmarco_parallel:ko-en" if i % 3 else "msmarco_parallel:en-ko"}
+            for i in range(9)]
+    path = write_jsonl(tmp_path / "pp.jsonl", rows)
+    (kept,) = load_sources([SourceSpec(file=str(path), row_sources=["msmarco_parallel:ko-en"])])
+    assert [r["query"] for r in kept.records] == [f"질의 {i}" for i in range(9) if i % 3]
+    (whole,) = load_sources([SourceSpec(file=str(path))])
+    assert len(whole.records) == 9
+    with pytest.raises(ValueError, match=r"pp\.jsonl: row_sources \['msmarco_parallel:ko_en'\] match no row's "
+                                         r"`source` field; the rows carry msmarco_parallel:en-ko \(3\), "
+                                         r"msmarco_parallel:ko-en \(6\)"):
+        load_sources([SourceSpec(file=str(path), row_sources=["msmarco_parallel:ko_en"])])
+    with pytest.raises(ConfigError, match=r"sources\[0\]\.row_sources must be a list of `source` names"):
+        parse_config(["--model_name_or_path", "x", "--sources", "{file: t.jsonl, row_sources: msmarco_parallel:ko-en}"])

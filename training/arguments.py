@@ -336,6 +336,11 @@ def parse_sources(value) -> list[SourceSpec]:
             raise ValueError(f"{where}.batch_size must be a whole number >= 1 (rows per device), got {size!r}")
         if not isinstance(entry.get("query_is_document", False), bool):
             raise ValueError(f"{where}.query_is_document must be true or false, got {entry['query_is_document']!r}")
+        rows = entry.get("row_sources")
+        if rows is not None and not (isinstance(rows, list) and rows
+                                     and all(isinstance(r, str) and r.strip() for r in rows)):
+            raise ValueError(f"{where}.row_sources must be a list of `source` names such as "
+                             f"[msmarco_parallel:ko-en], got {rows!r}")
         if entry.get("loss_overrides") is not None:
             check_loss_overrides(f"{where}.loss_overrides", entry["loss_overrides"])
         specs.append(SourceSpec(**{**entry, "curriculum_start": entry.get("curriculum_start") or 0.0}))

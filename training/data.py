@@ -9,6 +9,7 @@ import glob
 import itertools
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -80,7 +81,9 @@ class SourceSpec:
     batch, so a larger batch there covers more of them without taking optimiser steps from the ranking sources.
     `query_is_document`: the query side is a document (a passage paired with its translation): tokenised at
     max_seq_length and regularised as a document. `loss_overrides`: loss settings (LossArguments fields) that
-    differ for this source's batches, as sentence-transformers trains each dataset with its own loss."""
+    differ for this source's batches, as sentence-transformers trains each dataset with its own loss.
+    `row_sources`: keep only the rows whose `source` field (the origin builders write into each row, such as
+    `msmarco_parallel:ko-en`) is listed: one direction of a two-way builder config, without a second build."""
 
     file: Optional[str] = None
     dataset: Optional[str] = None
@@ -91,6 +94,7 @@ class SourceSpec:
     batch_size: Optional[int] = None
     query_is_document: bool = False
     loss_overrides: Optional[dict] = None
+    row_sources: Optional[list] = None
 
     @property
     def name(self) -> str:
@@ -120,11 +124,25 @@ def load_sources(specs: Sequence[SourceSpec]) -> list[Source]:
         task = spec.task if spec.task != "auto" else None
         task, records = read_jsonl(spec.file, task) if spec.file is not None else \
             read_dataset(spec.dataset, spec.config, task=task)
+        if spec.row_sources:
+            records = select_rows(spec, records)
         if spec.query_is_document and task != "triplets":
             raise ValueError(f"{spec.name}: query_is_document needs triplets (query, positive); this source holds "
                              f"{task}")
         sources.append(Source(spec, task, records))
     return sources
+
+
+def select_rows(spec: SourceSpec, records: list) -> list:
+    """The records whose `source` field is one of `spec.row_sources`; a listed name no row carries is an error
+    naming the ones present, so a typo cannot train on nothing."""
+    present = Counter(r.get("source") for r in records)
+    missing = [name for name in spec.row_sources if name not in present]
+    if missing:
+        found = ", ".join(f"{name} ({n})" for name, n in sorted(present.items(), key=lambda kv: str(kv[0])))
+        raise ValueError(f"{spec.name}: row_sources {missing} match no row's `source` field; the rows carry {found}")
+    wanted = set(spec.row_sources)
+    return [r for r in records if r.get("source") in wanted]
 
 
 class BatchSchedule(Dataset):
