@@ -397,3 +397,23 @@ def test_stopwords_that_the_tokenizer_splits_are_left_out(tiny_model_dir, tmp_pa
                                   SparseEncoder.from_pretrained(tiny_model_dir))
     marked = set(torch.nonzero(loss.stopword_mask).flatten().tolist())
     assert marked == set(tokenizer.convert_tokens_to_ids(whole))
+
+
+def test_stopwords_are_penalised_on_the_id_that_serves_their_name(tmp_path):
+    """SentencePiece has "▁word" and "word"; the model serves one id per decoded name and never activates the
+    other, so a penalty on the tokenizer's own id for a stopword can charge an id that is always zero."""
+    from training import SparseEncoder
+    from tests.tiny import build_tiny_sentencepiece_model
+
+    model = SparseEncoder.from_pretrained(build_tiny_sentencepiece_model(tmp_path / "sp"))
+    tokens = model.tokenizer.convert_ids_to_tokens(list(range(model.vocab_size)))
+    served = {t.lstrip("\u2581"): i for i, t in enumerate(tokens) if model.output_mask[i] > 0}
+    # one-piece words whose "▁word" id is masked: the name is served by the bare piece
+    words = [t[1:] for i, t in enumerate(tokens) if t.startswith("\u2581") and len(t) > 1 and model.output_mask[i] == 0
+             and len(model.tokenizer(t[1:], add_special_tokens=False)["input_ids"]) == 1][:5]
+    assert words, "the test vocabulary has no '▁word' piece masked in favour of 'word'"
+    (tmp_path / "stop.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    loss = L.SparseLoss.from_args(LossArguments(stopword_weight=1.0, stopwords_file=str(tmp_path / "stop.txt")),
+                                  model)
+    marked = set(torch.nonzero(loss.stopword_mask).flatten().tolist())
+    assert marked == {served[w] for w in words}
