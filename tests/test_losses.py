@@ -417,3 +417,40 @@ def test_stopwords_are_penalised_on_the_id_that_serves_their_name(tmp_path):
                                   model)
     marked = set(torch.nonzero(loss.stopword_mask).flatten().tolist())
     assert marked == {served[w] for w in words}
+
+
+def test_fragment_penalty_charges_continuation_pieces_a_text_does_not_contain(tmp_path):
+    """"ed" and "았" on a sentence without them (past tense put on every sentence) are charged; the "ed" of a text
+    that writes "walk" "ed" is its own and is not. Golden: piece strings and token names, in plain Python."""
+    from tests.tiny import SENTENCES, build_tiny_sentencepiece_model
+    from training import SparseEncoder
+
+    model = SparseEncoder.from_pretrained(build_tiny_sentencepiece_model(tmp_path / "sp"))
+    tok, vocab = model.tokenizer, model.vocab_size
+    queries, docs = SENTENCES[:2], SENTENCES[2:6]  # Korean and English, each query with two documents
+    features = {g: tok(t, padding=True, return_tensors="pt") for g, t in (("query", queries), ("doc", docs))}
+    batch = {f"{g}_bag": model.token_bag(f["input_ids"], f["attention_mask"]) for g, f in features.items()}
+    batch["doc_mask"] = torch.ones(2, 2, dtype=torch.bool)
+    torch.manual_seed(0)
+    reps = {g: torch.rand(len(t), vocab) * model.output_mask for g, t in (("query", queries), ("doc", docs))}
+    loss = L.SparseLoss.from_args(LossArguments(fragment_weight=1.0), model)
+    assert set(loss.bag_groups("triplets")) == {"query", "doc"}
+    parts = loss("triplets", reps, batch)
+
+    tokens = tok.convert_ids_to_tokens(list(range(vocab)))
+    special = set(tok.all_special_ids)
+
+    def expected(texts, rows):
+        total = 0.0
+        for text, row in zip(texts, rows.tolist()):
+            own = {t.lstrip("\u2581") for t in tok.tokenize(text)}
+            total += sum(w for i, w in enumerate(row) if i not in special and not tokens[i].startswith("\u2581")
+                         and tokens[i] not in own)
+        return total / len(texts)
+
+    assert parts["fragment_query"].item() == pytest.approx(expected(queries, reps["query"]), rel=1e-5)
+    assert parts["fragment_doc"].item() == pytest.approx(expected(docs, reps["doc"]), rel=1e-5)
+    # a continuation piece the text contains is exempt; the same piece on another text is charged
+    own = {t for t in tok.tokenize(docs[0]) if not t.startswith("\u2581")}
+    assert own, "the first document has no continuation piece"
+    assert parts["fragment_doc"].item() < reps["doc"][:, loss.fragment_mask > 0].sum(-1).mean().item()

@@ -228,3 +228,14 @@ def test_a_source_with_loss_overrides_trains_with_its_own_losses(setup, tmp_path
     assert trainer.loss.w.ranking_weight == 1.0 and trainer.loss.w.coverage_weight == 0.0
     # one warm-up clock: the overridden loss reads the run's regulariser scale, which training moved but not to 1
     assert 0 < trainer.loss.regularizer_scale == trainer.loss.with_weights(coverage_weight=1.0).regularizer_scale < 1
+
+
+def test_the_fragment_penalty_gets_its_token_bags_from_the_trainer(setup, tmp_path):
+    """The penalty exempts a text's own pieces, so the trainer must build query and document bags for it even when
+    no other loss reads them (lexical_weight 0)."""
+    trainer = _trainer_on_two_sources(setup, tmp_path, {}, "--fragment_weight", "0.1", "--lexical_weight", "0")
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    trainer._parts.clear()
+    trainer.compute_loss(trainer.model, batch)
+    assert {"fragment_query", "fragment_doc"} <= set(trainer._parts)
+    assert all(trainer._parts[k] > 0 for k in ("fragment_query", "fragment_doc"))

@@ -170,6 +170,9 @@ class LossArguments:
     non_target_weight: float = 0.0
     stopword_weight: float = 0.0
     stopwords_file: Optional[str] = field(default=None, metadata={"help": "one stopword per line (stopword loss)"})
+    # Each text's weight on word-continuation pieces ("ed", "았") that its own tokens (for a term pair, either
+    # side's) do not contain: grammar put on every sentence, which no exact match reads.
+    fragment_weight: float = 0.0
 
     def __post_init__(self):
         if self.ranking_loss not in ("info_nce", "margin", "none"):

@@ -157,11 +157,12 @@ class SparseLoss:
     TASKS = ("triplets", "distillation", "term_pairs")
 
     def __init__(self, weights: "LossArguments", *, non_target_mask: Optional[torch.Tensor] = None,
-                 stopword_mask: Optional[torch.Tensor] = None, flops_token_weights: Optional[torch.Tensor] = None,
-                 regularise_queries: bool = True):
+                 stopword_mask: Optional[torch.Tensor] = None, fragment_mask: Optional[torch.Tensor] = None,
+                 flops_token_weights: Optional[torch.Tensor] = None, regularise_queries: bool = True):
         self.w = weights
         self.non_target_mask = non_target_mask
         self.stopword_mask = stopword_mask
+        self.fragment_mask = fragment_mask
         self.flops_token_weights = flops_token_weights
         self.regularise_queries = regularise_queries
         self.set_step(0)
@@ -169,10 +170,11 @@ class SparseLoss:
     @classmethod
     def from_args(cls, args: "LossArguments", model, idf_file: Optional[str] = None) -> "SparseLoss":
         """The loss for `model` (a SparseEncoder), with the token sets its settings need built from the model's
-        tokenizer: non-target scripts (`non_target_weight`), the stopwords of `stopwords_file` (`stopword_weight`)
-        and per-token FLOPS weights (`flops_idf_weighting`) from the model's IDF, or for a SPLADE model, which has
-        none, from `idf_file`. Doc-only models get no query regularisers."""
-        from .vocab import token_scripts
+        tokenizer: non-target scripts (`non_target_weight`), the stopwords of `stopwords_file` (`stopword_weight`),
+        word-continuation pieces (`fragment_weight`) and per-token FLOPS weights (`flops_idf_weighting`) from the
+        model's IDF, or for a SPLADE model, which has none, from `idf_file`. Doc-only models get no query
+        regularisers."""
+        from .vocab import continuation_pieces, token_scripts
 
         scripts = token_scripts(model.tokenizer)[: model.vocab_size]
         non_target = torch.from_numpy((scripts == "other").astype("float32"))
@@ -201,8 +203,9 @@ class SparseLoss:
             # Frequent (low-IDF) tokens cost more, as BM25 weighs them less; mean weight 1 keeps the FLOPS scale.
             w = 1.0 / (1.0 + idf.detach().clamp(min=0))
             flops_weights = w / w.mean()
-        return cls(args, non_target_mask=non_target, stopword_mask=stopwords, flops_token_weights=flops_weights,
-                   regularise_queries=model.config.mode == "splade")
+        fragments = torch.from_numpy(continuation_pieces(model.tokenizer)[: model.vocab_size].astype("float32"))
+        return cls(args, non_target_mask=non_target, stopword_mask=stopwords, fragment_mask=fragments,
+                   flops_token_weights=flops_weights, regularise_queries=model.config.mode == "splade")
 
     def with_weights(self, **overrides) -> "SparseLoss":
         """This loss with some settings changed (a source's `loss_overrides`), sharing its token sets and warm-up."""
@@ -228,7 +231,9 @@ class SparseLoss:
         """Feature groups whose token bags the task's losses read (`{group}_bag` in batch)."""
         if task == "term_pairs":
             return ("ko", "en")
-        return tuple(dict.fromkeys(self._lexical_groups() + (("query",) if self._coverage_on(task) else ())))
+        fragments = () if not self.w.fragment_weight else ("query", "doc") if self.regularise_queries else ("doc",)
+        return tuple(dict.fromkeys(self._lexical_groups() + fragments
+                                   + (("query",) if self._coverage_on(task) else ())))
 
     def _lexical_groups(self) -> tuple[str, ...]:
         if not self.w.lexical_weight:
@@ -242,7 +247,9 @@ class SparseLoss:
     def _to(self, t: Optional[torch.Tensor], device):
         return None if t is None else t.to(device)
 
-    def _regularisers(self, group: str, reps: torch.Tensor, parts: dict, terms: list):
+    def _regularisers(self, group: str, reps: torch.Tensor, parts: dict, terms: list,
+                      own: Optional[torch.Tensor] = None):
+        """`own`: [rows, vocab] bags of the texts' own tokens, which the fragment penalty leaves alone."""
         w = self.w
         flops_weight = w.flops_query_weight if group == "query" else w.flops_doc_weight
         l1_weight = w.l1_query_weight if group == "query" else w.l1_doc_weight
@@ -260,6 +267,10 @@ class SparseLoss:
         if w.stopword_weight and self.stopword_mask is not None:
             parts[f"stopword_{group}"] = masked_mass(reps, self._to(self.stopword_mask, reps.device))
             terms.append(w.stopword_weight * parts[f"stopword_{group}"])
+        if w.fragment_weight and self.fragment_mask is not None and own is not None:
+            added = self._to(self.fragment_mask, reps.device) * (1 - own)
+            parts[f"fragment_{group}"] = (reps * added.to(reps.dtype)).sum(-1).mean()
+            terms.append(w.fragment_weight * parts[f"fragment_{group}"])
 
     def _activation(self, reps: dict, group: str):
         """(target-activation loss, what it reads) for `group` in the configured term_loss_space."""
@@ -295,7 +306,8 @@ class SparseLoss:
         if w.ko_activation_weight:
             parts["dead_ko_targets"] = dead_targets(en.detach(), own)
         group = w.term_regularisation if self.regularise_queries else "doc"  # doc-only: no query side to mimic
-        self._regularisers(group, torch.cat([ko, en]), parts, terms)
+        pair = (own + en_targets).clamp(max=1)  # a translation's pieces are the pair's own words
+        self._regularisers(group, torch.cat([ko, en]), parts, terms, own=torch.cat([pair, pair]))
 
     def __call__(self, task: str, reps: dict[str, torch.Tensor], batch: dict,
                  query_is_document: bool = False) -> dict[str, torch.Tensor]:
@@ -335,11 +347,15 @@ class SparseLoss:
                 activation, own_scores = self._activation(reps, group)
                 parts[f"lexical_{group}"] = activation(own_scores, batch[f"{group}_bag"], w.preservation_target)
                 terms.append(w.lexical_weight * parts[f"lexical_{group}"])
+            kept = doc_mask.reshape(-1)
+            query_bag, doc_bag = batch.get("query_bag"), batch.get("doc_bag")
+            doc_bag = None if doc_bag is None else doc_bag[kept]
             if query_is_document:
-                self._regularisers("doc", torch.cat([query, docs[doc_mask.reshape(-1)]]), parts, terms)
+                both = None if query_bag is None or doc_bag is None else torch.cat([query_bag, doc_bag])
+                self._regularisers("doc", torch.cat([query, docs[kept]]), parts, terms, own=both)
             else:
-                self._regularisers("query", query, parts, terms)
-                self._regularisers("doc", docs[doc_mask.reshape(-1)], parts, terms)
+                self._regularisers("query", query, parts, terms, own=query_bag)
+                self._regularisers("doc", docs[kept], parts, terms, own=doc_bag)
         elif task == "term_pairs":
             self._term_losses(reps, batch, parts, terms)
         else:

@@ -49,6 +49,20 @@ def token_scripts(tokenizer) -> np.ndarray:
     return scripts
 
 
+def continuation_pieces(tokenizer) -> np.ndarray:
+    """Bool array [vocab_size]: pieces that continue a word ("ed" of "▁walk" "ed", WordPiece's "##ed") rather than
+    start one. Special tokens are not continuations."""
+    vocab = tokenizer.get_vocab()
+    size = max(len(tokenizer), max(vocab.values()) + 1)
+    wordpiece = any(piece.startswith("##") for piece in vocab)
+    starts = ("\u2581", "\u0120")
+    mask = np.zeros(size, dtype=bool)
+    for piece, idx in vocab.items():
+        mask[idx] = piece.startswith("##") if wordpiece else not piece.startswith(starts)
+    mask[list(special_token_ids(tokenizer))] = False
+    return mask
+
+
 def special_token_ids(tokenizer) -> set[int]:
     """The toolkit's one notion of a special token: the tokenizer's special ids and every added token marked
     special (zero in every output, excluded from scripts, pushed down by a warmed-up head's bias)."""
