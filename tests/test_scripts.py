@@ -35,3 +35,24 @@ def test_trim_keeps_hangul_pieces(tiny_model_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     ids = pieces_matching(tokenizer, HANGUL_CLASS)
     assert ids and all(piece_script(tokenizer.convert_ids_to_tokens(i)) == "hangul" for i in ids)
+
+
+@pytest.mark.parametrize("family", ["wordpiece", "sentencepiece"])
+def test_continuation_pieces_follow_the_tokenizers_own_marker(family):
+    """WordPiece marks a continuation with "##", SentencePiece marks a word start with "▁"; a SentencePiece
+    vocabulary that learned a "##" piece of its own (markdown headings) is still read by its "▁"."""
+    from tests.tiny import SENTENCES, build_sentencepiece_tokenizer, build_tokenizer
+    from training.vocab import continuation_pieces
+
+    if family == "wordpiece":
+        tokenizer = build_tokenizer()
+        expected = lambda piece: piece.startswith("##")  # noqa: E731
+    else:
+        tokenizer = build_sentencepiece_tokenizer(SENTENCES + ["### 제목 ### 소제목 ### 목차"] * 3)
+        assert "##" in tokenizer.get_vocab()
+        expected = lambda piece: not piece.startswith("\u2581")  # noqa: E731
+    mask = continuation_pieces(tokenizer)
+    special = set(tokenizer.all_special_ids)
+    for piece, i in tokenizer.get_vocab().items():
+        assert mask[i] == (expected(piece) and i not in special), piece
+    assert 0 < mask.sum() < len(mask)

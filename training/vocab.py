@@ -54,7 +54,11 @@ def continuation_pieces(tokenizer) -> np.ndarray:
     start one. Special tokens are not continuations."""
     vocab = tokenizer.get_vocab()
     size = max(len(tokenizer), max(vocab.values()) + 1)
-    wordpiece = any(piece.startswith("##") for piece in vocab)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        wordpiece = type(backend.model).__name__ == "WordPiece"
+    else:  # a slow tokenizer: by its pieces (a SentencePiece vocabulary may hold a "###" piece of its own)
+        wordpiece = sum(p.startswith("##") for p in vocab) > sum(p.startswith(("\u2581", "\u0120")) for p in vocab)
     starts = ("\u2581", "\u0120")
     mask = np.zeros(size, dtype=bool)
     for piece, idx in vocab.items():
