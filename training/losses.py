@@ -189,10 +189,9 @@ class SparseLoss:
             if len(ids) < len(words):
                 logger.info("stopwords_file: %d of %d words are one piece of the vocabulary; the split ones are "
                             "not penalised", len(ids), len(words))
-            # The penalty goes on the id that serves the word's name: SentencePiece's "▁an" is never active when
-            # "an" carries the name "an" (output_mask), so penalising "▁an" itself would charge nothing.
-            stopwords = torch.zeros(model.vocab_size)
-            stopwords[model.canonical_ids[torch.tensor(ids, dtype=torch.long)]] = 1.0
+            # In the served space, as every token-set target: SentencePiece's "▁an" is never active when "an"
+            # serves the name "an", so a penalty on "▁an" itself would charge nothing.
+            stopwords = model.token_bag(torch.tensor([ids]), torch.ones(1, len(ids)))[0]
         flops_weights = None
         if args.flops_idf_weighting:
             idf = model.idf

@@ -17,7 +17,8 @@ SCRIPTS = ("special", "hangul", "latin", "common", "other")
 COMMON_PARTS = ("digits", "punctuation")
 MASK_SCRIPTS = SCRIPTS + COMMON_PARTS
 DEFAULT_ALLOWED_SCRIPTS = ("hangul", "latin", "common")
-_PIECE_MARKERS = ("##", "\u2581", "\u0120")  # WordPiece continuation, SentencePiece word start, byte-BPE space
+_WORD_STARTS = ("\u2581", "\u0120")  # SentencePiece word start, byte-BPE space
+_PIECE_MARKERS = ("##", *_WORD_STARTS)  # and WordPiece's continuation
 
 
 def _is_latin(ch: str) -> bool:
@@ -58,11 +59,10 @@ def continuation_pieces(tokenizer) -> np.ndarray:
     if backend is not None:
         wordpiece = type(backend.model).__name__ == "WordPiece"
     else:  # a slow tokenizer: by its pieces (a SentencePiece vocabulary may hold a "###" piece of its own)
-        wordpiece = sum(p.startswith("##") for p in vocab) > sum(p.startswith(("\u2581", "\u0120")) for p in vocab)
-    starts = ("\u2581", "\u0120")
+        wordpiece = sum(p.startswith("##") for p in vocab) > sum(p.startswith(_WORD_STARTS) for p in vocab)
     mask = np.zeros(size, dtype=bool)
     for piece, idx in vocab.items():
-        mask[idx] = piece.startswith("##") if wordpiece else not piece.startswith(starts)
+        mask[idx] = piece.startswith("##") if wordpiece else not piece.startswith(_WORD_STARTS)
     mask[list(special_token_ids(tokenizer))] = False
     return mask
 
