@@ -8,6 +8,7 @@ import logging
 import math
 from typing import TYPE_CHECKING, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -202,7 +203,10 @@ class SparseLoss:
             # Frequent (low-IDF) tokens cost more, as BM25 weighs them less; mean weight 1 keeps the FLOPS scale.
             w = 1.0 / (1.0 + idf.detach().clamp(min=0))
             flops_weights = w / w.mean()
-        fragments = torch.from_numpy(continuation_pieces(model.tokenizer)[: model.vocab_size].astype("float32"))
+        # Served space too: a name two pieces carry ("e" for "▁e" and "e") is served by the lower id, often the
+        # word-start one, so a mask on the continuation piece itself would leave the name uncharged.
+        pieces = torch.from_numpy(np.flatnonzero(continuation_pieces(model.tokenizer)[: model.vocab_size]))
+        fragments = model.token_bag(pieces[None], torch.ones(1, len(pieces)))[0]
         return cls(args, non_target_mask=non_target, stopword_mask=stopwords, fragment_mask=fragments,
                    flops_token_weights=flops_weights, regularise_queries=model.config.mode == "splade")
 
