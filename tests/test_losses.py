@@ -448,9 +448,8 @@ def test_fragment_penalty_charges_continuation_pieces_a_text_does_not_contain(tm
     def expected(texts, rows):
         total = 0.0
         for text, row in zip(texts, rows.tolist()):
-            own = {t.lstrip("\u2581") for t in tok.tokenize(text)}
-            total += sum(w for i, w in enumerate(row) if i not in special
-                         and tokens[i].lstrip("\u2581") in fragment_names - own)
+            charged = fragment_names - {t.lstrip("\u2581") for t in tok.tokenize(text)}
+            total += sum(w for i, w in enumerate(row) if i not in special and tokens[i].lstrip("\u2581") in charged)
         return total / len(texts)
 
     assert parts["fragment_query"].item() == pytest.approx(expected(queries, reps["query"]), rel=1e-5)
