@@ -206,6 +206,12 @@ class SparseEncoder(nn.Module):
         name, then masked): the query side of doc-only models and the targets of term-level losses."""
         return token_bag(input_ids, attention_mask, self.vocab_size, self.canonical_ids) * self.output_mask
 
+    def served_set(self, ids) -> torch.Tensor:
+        """[vocab] 0/1 mask of the served ids carrying the names of tokenizer `ids`: a token set a loss charges
+        must be in the served space, since SentencePiece's "▁an" stays zero when "an" serves the name "an"."""
+        ids = torch.as_tensor(ids, dtype=torch.long).reshape(1, -1)
+        return self.token_bag(ids, torch.ones_like(ids))[0]
+
     def encode_queries(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.config.mode == "splade":
             return self.encode_documents(input_ids, attention_mask)

@@ -8,7 +8,6 @@ import logging
 import math
 from typing import TYPE_CHECKING, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -190,9 +189,7 @@ class SparseLoss:
             if len(ids) < len(words):
                 logger.info("stopwords_file: %d of %d words are one piece of the vocabulary; the split ones are "
                             "not penalised", len(ids), len(words))
-            # In the served space, as every token-set target: SentencePiece's "▁an" is never active when "an"
-            # serves the name "an", so a penalty on "▁an" itself would charge nothing.
-            stopwords = model.token_bag(torch.tensor([ids]), torch.ones(1, len(ids)))[0]
+            stopwords = model.served_set(ids)
         flops_weights = None
         if args.flops_idf_weighting:
             idf = model.idf
@@ -203,10 +200,8 @@ class SparseLoss:
             # Frequent (low-IDF) tokens cost more, as BM25 weighs them less; mean weight 1 keeps the FLOPS scale.
             w = 1.0 / (1.0 + idf.detach().clamp(min=0))
             flops_weights = w / w.mean()
-        # Served space too: a name two pieces carry ("e" for "▁e" and "e") is served by the lower id, often the
-        # word-start one, so a mask on the continuation piece itself would leave the name uncharged.
-        pieces = torch.from_numpy(np.flatnonzero(continuation_pieces(model.tokenizer)[: model.vocab_size]))
-        fragments = model.token_bag(pieces[None], torch.ones(1, len(pieces)))[0]
+        # Every name a continuation piece carries: "e" is a fragment whether "▁e" or "e" serves it
+        fragments = model.served_set(continuation_pieces(model.tokenizer)[: model.vocab_size].nonzero()[0])
         return cls(args, non_target_mask=non_target, stopword_mask=stopwords, fragment_mask=fragments,
                    flops_token_weights=flops_weights, regularise_queries=model.config.mode == "splade")
 
