@@ -419,21 +419,27 @@ def test_stopwords_are_penalised_on_the_id_that_serves_their_name(tmp_path):
     assert marked == {served[w] for w in words}
 
 
-def test_fragment_penalty_charges_continuation_pieces_a_text_does_not_contain(tmp_path):
+@pytest.mark.parametrize("scope", ["all", "own_script"])
+def test_fragment_penalty_charges_continuation_pieces_a_text_does_not_contain(tmp_path, scope):
     """"ed" and "았" on a sentence without them (past tense put on every sentence) are charged; the "ed" of a text
-    that writes "walk" "ed" is its own and is not. Golden: piece strings and token names, in plain Python."""
+    that writes "walk" "ed" is its own and is not. `own_script`: only fragments in a script the text writes, and
+    those of neither script. Golden: piece strings, token names and Unicode names, in plain Python."""
+    import unicodedata
+
     from tests.tiny import SENTENCES, build_tiny_sentencepiece_model
     from training import SparseEncoder
 
     model = SparseEncoder.from_pretrained(build_tiny_sentencepiece_model(tmp_path / "sp"))
     tok, vocab = model.tokenizer, model.vocab_size
-    queries, docs = SENTENCES[:2], SENTENCES[2:6]  # Korean and English, each query with two documents
+    # Korean, English and code-switched texts, each query with two documents
+    queries = [SENTENCES[0], "Machine learning 모델은 patterns을 학습했다."]
+    docs = [SENTENCES[2], SENTENCES[3], "추천 시스템 recommends products.", SENTENCES[5]]
     features = {g: tok(t, padding=True, return_tensors="pt") for g, t in (("query", queries), ("doc", docs))}
     batch = {f"{g}_bag": model.token_bag(f["input_ids"], f["attention_mask"]) for g, f in features.items()}
     batch["doc_mask"] = torch.ones(2, 2, dtype=torch.bool)
     torch.manual_seed(0)
     reps = {g: torch.rand(len(t), vocab) * model.output_mask for g, t in (("query", queries), ("doc", docs))}
-    loss = L.SparseLoss.from_args(LossArguments(fragment_weight=1.0), model)
+    loss = L.SparseLoss.from_args(LossArguments(fragment_weight=1.0, fragment_scope=scope), model)
     assert set(loss.bag_groups("triplets")) == {"query", "doc"}
     parts = loss("triplets", reps, batch)
 
@@ -445,10 +451,17 @@ def test_fragment_penalty_charges_continuation_pieces_a_text_does_not_contain(tm
     assert any(model.output_mask[i] > 0 and t.startswith("\u2581") and t[1:] in fragment_names
                for i, t in enumerate(tokens)), "no name is served by its word-start piece in the test vocabulary"
 
+    def script(name):
+        names = [unicodedata.name(ch, "") for ch in name]
+        return "hangul" if any("HANGUL" in n for n in names) else "latin" if any("LATIN" in n for n in names) else ""
+
     def expected(texts, rows):
         total = 0.0
         for text, row in zip(texts, rows.tolist()):
-            charged = fragment_names - {t.lstrip("\u2581") for t in tok.tokenize(text)}
+            written = {t.lstrip("\u2581") for t in tok.tokenize(text)}
+            charged = fragment_names - written
+            if scope == "own_script":
+                charged = {n for n in charged if script(n) in {script(w) for w in written} | {""}}
             total += sum(w for i, w in enumerate(row) if i not in special and tokens[i].lstrip("\u2581") in charged)
         return total / len(texts)
 

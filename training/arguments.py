@@ -21,7 +21,7 @@ from builders.contracts import TRAINING_CONTRACTS
 
 from .data import SourceSpec
 from .encoder import MODES, SparseEncoder
-from .losses import TERM_LOSS_SPACES
+from .losses import FRAGMENT_SCOPES, TERM_LOSS_SPACES
 from .vocab import MASK_SCRIPTS
 
 logger = logging.getLogger(__name__)
@@ -173,6 +173,10 @@ class LossArguments:
     # Each text's weight on word-continuation pieces ("ed", "았") that its own tokens (for a term pair, either
     # side's) do not contain: grammar put on every sentence, which no exact match reads.
     fragment_weight: float = 0.0
+    # "all": every fragment the text does not contain; "own_script": only those in a script the text writes (Hangul
+    # fragments on a Korean text, Latin on an English one), so an English passage's Korean pieces, the document side
+    # of a cross-lingual match, are not charged.
+    fragment_scope: str = "all"
 
     def __post_init__(self):
         if self.ranking_loss not in ("info_nce", "margin", "none"):
@@ -181,6 +185,8 @@ class LossArguments:
             raise ValueError(f"distillation_loss must be kl, margin_mse or none, got {self.distillation_loss!r}")
         if self.term_regularisation not in ("doc", "query"):
             raise ValueError(f"term_regularisation must be doc or query, got {self.term_regularisation!r}")
+        if self.fragment_scope not in FRAGMENT_SCOPES:
+            raise ValueError(f"fragment_scope must be one of {FRAGMENT_SCOPES}, got {self.fragment_scope!r}")
         if self.term_loss_space not in TERM_LOSS_SPACES:
             raise ValueError(f"term_loss_space must be one of {TERM_LOSS_SPACES}, got {self.term_loss_space!r}")
         for f in dataclasses.fields(self):  # numbers: weights, margins, steps >= 0; temperatures and targets > 0

@@ -91,6 +91,7 @@ def masked_mass(reps: torch.Tensor, token_mask: torch.Tensor):
 # gradient to a term whose max logit is <= 0, so a loss asking a target to become active on the weights never
 # reaches the (usually most) targets that start inactive; the "logit" forms act on the max logits instead.
 TERM_LOSS_SPACES = ("logit", "weight")
+FRAGMENT_SCOPES = ("all", "own_script")
 
 
 def weight_to_logit(weight):
@@ -158,11 +159,13 @@ class SparseLoss:
 
     def __init__(self, weights: "LossArguments", *, non_target_mask: Optional[torch.Tensor] = None,
                  stopword_mask: Optional[torch.Tensor] = None, fragment_mask: Optional[torch.Tensor] = None,
-                 flops_token_weights: Optional[torch.Tensor] = None, regularise_queries: bool = True):
+                 fragment_scripts: Optional[torch.Tensor] = None, flops_token_weights: Optional[torch.Tensor] = None,
+                 regularise_queries: bool = True):
         self.w = weights
         self.non_target_mask = non_target_mask
         self.stopword_mask = stopword_mask
         self.fragment_mask = fragment_mask
+        self.fragment_scripts = fragment_scripts
         self.flops_token_weights = flops_token_weights
         self.regularise_queries = regularise_queries
         self.set_step(0)
@@ -202,8 +205,10 @@ class SparseLoss:
             flops_weights = w / w.mean()
         # Every name a continuation piece carries: "e" is a fragment whether "▁e" or "e" serves it
         fragments = model.served_set(continuation_pieces(model.tokenizer)[: model.vocab_size].nonzero()[0])
+        # [2, vocab]: the Hangul names and the Latin names, for `fragment_scope: own_script`
+        fragment_scripts = torch.stack([model.served_set((scripts == s).nonzero()[0]) for s in ("hangul", "latin")])
         return cls(args, non_target_mask=non_target, stopword_mask=stopwords, fragment_mask=fragments,
-                   flops_token_weights=flops_weights, regularise_queries=model.config.mode == "splade")
+                   fragment_scripts=fragment_scripts, flops_token_weights=flops_weights, regularise_queries=model.config.mode == "splade")
 
     def with_weights(self, **overrides) -> "SparseLoss":
         """This loss with some settings changed (a source's `loss_overrides`), sharing its token sets and warm-up."""
@@ -267,8 +272,16 @@ class SparseLoss:
             terms.append(w.stopword_weight * parts[f"stopword_{group}"])
         if w.fragment_weight and self.fragment_mask is not None and own is not None:
             added = self._to(self.fragment_mask, reps.device) * (1 - own)
+            if w.fragment_scope == "own_script":
+                added = added * self._written_script_names(own)
             parts[f"fragment_{group}"] = (reps * added.to(reps.dtype)).sum(-1).mean()
             terms.append(w.fragment_weight * parts[f"fragment_{group}"])
+
+    def _written_script_names(self, own: torch.Tensor) -> torch.Tensor:
+        """[rows, vocab] 0/1: the names in a script (Hangul, Latin) each text writes, and every name of neither."""
+        scripts = self._to(self.fragment_scripts, own.device).to(own.dtype)
+        written = (own @ scripts.T > 0).to(own.dtype)
+        return written @ scripts + (1 - scripts.sum(0))
 
     def _activation(self, reps: dict, group: str):
         """(target-activation loss, what it reads) for `group` in the configured term_loss_space."""
