@@ -110,6 +110,8 @@ CATALOGUE = {
                             "config error: rank_activation_k must be >= 1, got 0"),
     "unknown term regularisation": (lambda p: (_argv(p, "--term_regularisation", "terms"), None),
                                     "config error: term_regularisation must be doc or query, got 'terms'"),
+    "unknown fragment scope": (lambda p: (_argv(p, "--fragment_scope", "latin"), None),
+                               "config error: fragment_scope must be one of ('all', 'own_script'), got 'latin'"),
     "unknown mode": (lambda p: (_argv(p, "--mode", "dense"), None),
                      "config error: mode must be one of ('splade', 'doc_only'), got 'dense'"),
     "unknown script": (lambda p: ([_yaml(p, f"train_file: {p.good}\nallowed_scripts: klingon\n")], None),
