@@ -208,7 +208,8 @@ class SparseLoss:
         # [2, vocab]: the Hangul names and the Latin names, for `fragment_scope: own_script`
         fragment_scripts = torch.stack([model.served_set((scripts == s).nonzero()[0]) for s in ("hangul", "latin")])
         return cls(args, non_target_mask=non_target, stopword_mask=stopwords, fragment_mask=fragments,
-                   fragment_scripts=fragment_scripts, flops_token_weights=flops_weights, regularise_queries=model.config.mode == "splade")
+                   fragment_scripts=fragment_scripts, flops_token_weights=flops_weights,
+                   regularise_queries=model.config.mode == "splade")
 
     def with_weights(self, **overrides) -> "SparseLoss":
         """This loss with some settings changed (a source's `loss_overrides`), sharing its token sets and warm-up."""
