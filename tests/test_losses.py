@@ -461,7 +461,8 @@ def test_fragment_penalty_charges_continuation_pieces_a_text_does_not_contain(tm
             written = {t.lstrip("\u2581") for t in tok.tokenize(text)}
             charged = fragment_names - written
             if scope == "own_script":
-                charged = {n for n in charged if script(n) in {script(w) for w in written} | {""}}
+                scripts = {script(w) for w in written} | {""}
+                charged = {n for n in charged if script(n) in scripts}
             total += sum(w for i, w in enumerate(row) if i not in special and tokens[i].lstrip("\u2581") in charged)
         return total / len(texts)
 

@@ -205,8 +205,10 @@ class SparseLoss:
             flops_weights = w / w.mean()
         # Every name a continuation piece carries: "e" is a fragment whether "▁e" or "e" serves it
         fragments = model.served_set(continuation_pieces(model.tokenizer)[: model.vocab_size].nonzero()[0])
-        # [2, vocab]: the Hangul names and the Latin names, for `fragment_scope: own_script`
-        fragment_scripts = torch.stack([model.served_set((scripts == s).nonzero()[0]) for s in ("hangul", "latin")])
+        # [2, vocab]: the Hangul and the Latin ids, for `fragment_scope: own_script` (a script is the name's, so
+        # every id of a name has it: no served-space mapping needed)
+        fragment_scripts = torch.stack([torch.from_numpy((scripts == script).astype("float32"))
+                                        for script in ("hangul", "latin")])
         return cls(args, non_target_mask=non_target, stopword_mask=stopwords, fragment_mask=fragments,
                    fragment_scripts=fragment_scripts, flops_token_weights=flops_weights,
                    regularise_queries=model.config.mode == "splade")
