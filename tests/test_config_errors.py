@@ -112,6 +112,8 @@ CATALOGUE = {
                                     "config error: term_regularisation must be doc or query, got 'terms'"),
     "unknown fragment scope": (lambda p: (_argv(p, "--fragment_scope", "latin"), None),
                                "config error: fragment_scope must be one of ('all', 'own_script'), got 'latin'"),
+    "unknown fragment side": (lambda p: (_argv(p, "--fragment_side", "queries"), None),
+                              "config error: fragment_side must be one of ('both', 'query', 'doc'), got 'queries'"),
     "unknown mode": (lambda p: (_argv(p, "--mode", "dense"), None),
                      "config error: mode must be one of ('splade', 'doc_only'), got 'dense'"),
     "unknown script": (lambda p: ([_yaml(p, f"train_file: {p.good}\nallowed_scripts: klingon\n")], None),

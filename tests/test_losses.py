@@ -419,11 +419,12 @@ def test_stopwords_are_penalised_on_the_id_that_serves_their_name(tmp_path):
     assert marked == {served[w] for w in words}
 
 
-@pytest.mark.parametrize("scope", ["all", "own_script"])
-def test_fragment_penalty_charges_continuation_pieces_a_text_does_not_contain(tmp_path, scope):
+@pytest.mark.parametrize("scope,side", [("all", "both"), ("own_script", "both"), ("all", "query"), ("all", "doc")])
+def test_fragment_penalty_charges_continuation_pieces_a_text_does_not_contain(tmp_path, scope, side):
     """"ed" and "았" on a sentence without them (past tense put on every sentence) are charged; the "ed" of a text
     that writes "walk" "ed" is its own and is not. `own_script`: only fragments in a script the text writes, and
-    those of neither script. Golden: piece strings, token names and Unicode names, in plain Python."""
+    those of neither script. `fragment_side`: only the texts of that side pay. Golden: piece strings, token names
+    and Unicode names, in plain Python."""
     import unicodedata
 
     from tests.tiny import SENTENCES, build_tiny_sentencepiece_model
@@ -439,9 +440,12 @@ def test_fragment_penalty_charges_continuation_pieces_a_text_does_not_contain(tm
     batch["doc_mask"] = torch.ones(2, 2, dtype=torch.bool)
     torch.manual_seed(0)
     reps = {g: torch.rand(len(t), vocab) * model.output_mask for g, t in (("query", queries), ("doc", docs))}
-    loss = L.SparseLoss.from_args(LossArguments(fragment_weight=1.0, fragment_scope=scope), model)
-    assert set(loss.bag_groups("triplets")) == {"query", "doc"}
+    loss = L.SparseLoss.from_args(LossArguments(fragment_weight=1.0, fragment_scope=scope, fragment_side=side),
+                                  model)
+    charged_groups = {"query", "doc"} if side == "both" else {side}
+    assert set(loss.bag_groups("triplets")) == charged_groups
     parts = loss("triplets", reps, batch)
+    assert {k for k in parts if k.startswith("fragment_")} == {f"fragment_{g}" for g in charged_groups}
 
     tokens = tok.convert_ids_to_tokens(list(range(vocab)))
     special = set(tok.all_special_ids)
@@ -466,9 +470,11 @@ def test_fragment_penalty_charges_continuation_pieces_a_text_does_not_contain(tm
             total += sum(w for i, w in enumerate(row) if i not in special and tokens[i].lstrip("\u2581") in charged)
         return total / len(texts)
 
-    assert parts["fragment_query"].item() == pytest.approx(expected(queries, reps["query"]), rel=1e-5)
-    assert parts["fragment_doc"].item() == pytest.approx(expected(docs, reps["doc"]), rel=1e-5)
-    # a continuation piece the text contains is exempt; the same piece on another text is charged
-    own = {t for t in tok.tokenize(docs[0]) if not t.startswith("\u2581")}
-    assert own, "the first document has no continuation piece"
-    assert parts["fragment_doc"].item() < reps["doc"][:, loss.fragment_mask > 0].sum(-1).mean().item()
+    texts = {"query": queries, "doc": docs}
+    for group in charged_groups:
+        assert parts[f"fragment_{group}"].item() == pytest.approx(expected(texts[group], reps[group]), rel=1e-5)
+    if "doc" in charged_groups:
+        # a continuation piece the text contains is exempt; the same piece on another text is charged
+        own = {t for t in tok.tokenize(docs[0]) if not t.startswith("\u2581")}
+        assert own, "the first document has no continuation piece"
+        assert parts["fragment_doc"].item() < reps["doc"][:, loss.fragment_mask > 0].sum(-1).mean().item()

@@ -21,7 +21,7 @@ from builders.contracts import TRAINING_CONTRACTS
 
 from .data import SourceSpec
 from .encoder import MODES, SparseEncoder
-from .losses import FRAGMENT_SCOPES, TERM_LOSS_SPACES
+from .losses import FRAGMENT_SCOPES, FRAGMENT_SIDES, TERM_LOSS_SPACES
 from .vocab import MASK_SCRIPTS
 
 logger = logging.getLogger(__name__)
@@ -177,6 +177,9 @@ class LossArguments:
     # fragments on a Korean text, Latin on an English one), so an English passage's Korean pieces, the document side
     # of a cross-lingual match, are not charged.
     fragment_scope: str = "all"
+    # Which texts pay it: "both", "query" (queries and, under `term_regularisation: query`, term-pair vectors) or
+    # "doc". "query" leaves the documents' expansion, which the other language's queries meet, alone.
+    fragment_side: str = "both"
 
     def __post_init__(self):
         if self.ranking_loss not in ("info_nce", "margin", "none"):
@@ -187,6 +190,8 @@ class LossArguments:
             raise ValueError(f"term_regularisation must be doc or query, got {self.term_regularisation!r}")
         if self.fragment_scope not in FRAGMENT_SCOPES:
             raise ValueError(f"fragment_scope must be one of {FRAGMENT_SCOPES}, got {self.fragment_scope!r}")
+        if self.fragment_side not in FRAGMENT_SIDES:
+            raise ValueError(f"fragment_side must be one of {FRAGMENT_SIDES}, got {self.fragment_side!r}")
         if self.term_loss_space not in TERM_LOSS_SPACES:
             raise ValueError(f"term_loss_space must be one of {TERM_LOSS_SPACES}, got {self.term_loss_space!r}")
         for f in dataclasses.fields(self):  # numbers: weights, margins, steps >= 0; temperatures and targets > 0

@@ -92,6 +92,7 @@ def masked_mass(reps: torch.Tensor, token_mask: torch.Tensor):
 # reaches the (usually most) targets that start inactive; the "logit" forms act on the max logits instead.
 TERM_LOSS_SPACES = ("logit", "weight")
 FRAGMENT_SCOPES = ("all", "own_script")
+FRAGMENT_SIDES = ("both", "query", "doc")
 
 
 def weight_to_logit(weight):
@@ -237,9 +238,15 @@ class SparseLoss:
         """Feature groups whose token bags the task's losses read (`{group}_bag` in batch)."""
         if task == "term_pairs":
             return ("ko", "en")
-        fragments = () if not self.w.fragment_weight else ("query", "doc") if self.regularise_queries else ("doc",)
-        return tuple(dict.fromkeys(self._lexical_groups() + fragments
+        return tuple(dict.fromkeys(self._lexical_groups() + self._fragment_groups()
                                    + (("query",) if self._coverage_on(task) else ())))
+
+    def _fragment_groups(self) -> tuple[str, ...]:
+        """The groups the fragment penalty charges (`fragment_side`; doc-only models have no query side)."""
+        if not self.w.fragment_weight:
+            return ()
+        groups = ("query", "doc") if self.regularise_queries else ("doc",)
+        return tuple(g for g in groups if self.w.fragment_side in ("both", g))
 
     def _lexical_groups(self) -> tuple[str, ...]:
         if not self.w.lexical_weight:
@@ -273,7 +280,7 @@ class SparseLoss:
         if w.stopword_weight and self.stopword_mask is not None:
             parts[f"stopword_{group}"] = masked_mass(reps, self._to(self.stopword_mask, reps.device))
             terms.append(w.stopword_weight * parts[f"stopword_{group}"])
-        if w.fragment_weight and self.fragment_mask is not None and own is not None:
+        if group in self._fragment_groups() and self.fragment_mask is not None and own is not None:
             added = self._to(self.fragment_mask, reps.device) * (1 - own)
             if w.fragment_scope == "own_script":
                 added = added * self._written_script_names(own)
