@@ -66,6 +66,7 @@ def card_section(config: str, description: str, sources: list[Source], counts: d
             lines.append(f"- {split}: " + ", ".join(f"{k} {v:,}" for k, v in sorted(c.items())))
         lines.append("")
     lines += ["| source | licence | commercial use | redistribution | homepage |", "|---|---|---|---|---|"]
+    sources = list({s.name: s for s in sources}.values())  # msmarco_koen, msmarco_enko: one licence, msmarco_ko's
     for s in sources:
         lines.append(f"| {s.name} | {s.licence} | {'yes' if s.commercial else 'NO'} | "
                      f"{'yes' if s.redistributable else 'NO: ' + s.note} | {s.homepage} |")

@@ -239,3 +239,17 @@ def test_dense_mining_uses_the_teacher():
     (qi, negatives, difficulty), = mine(pool, Bands(hard=1, medium=0, easy=1, hard_ranks=2, medium_ranks=2),
                                        np.random.default_rng(0), miner="dense", teacher=DenseTeacher())
     assert negatives[0] == "강아지는 충성스러운 동물이다" and difficulty == ["hard", "easy"]
+
+
+def test_card_lists_each_licence_once():
+    """The cross-lingual MS MARCO sources are msmarco_ko's licence under other names: one table row, one warning."""
+    from builders.export import card_section
+    from builders.sources import SOURCES
+
+    names = ["korquad", "msmarco_ko", "msmarco_koen", "msmarco_enko"]
+    card = card_section("distillation", "", [SOURCES[n] for n in names], {"train": 4}, {}, None, "")
+    rows = [line for line in card.splitlines() if line.startswith("| msmarco_ko |")]
+    warnings = next(line for line in card.splitlines() if line.startswith("**Licence warnings:**"))
+    assert len(rows) == 1
+    assert warnings.count("msmarco_ko: non-commercial use only") == 1
+    assert warnings.count("korquad: no derivatives") == 1
