@@ -40,6 +40,25 @@ def test_info_nce_temperature_scales_scores():
     assert L.info_nce(Q, D, MASK, temperature=2.0).item() == pytest.approx(L.info_nce(Q / 2, D, MASK).item(), abs=1e-6)
 
 
+def test_distillation_in_batch_ranks_the_teachers_best_against_the_whole_batch():
+    """Its positive is the teacher's best of each list (not the first document), its negatives every other
+    unpadded document of the batch, and it adds to the KL at its weight."""
+    q, d = Q.tolist(), D.tolist()
+    teacher = torch.tensor([[0.2, 0.9], [0.7, 0.1]])  # query 0's best is its second document, query 1's its first
+    mask = torch.tensor([[True, True], [True, False]])  # query 1's second document is padding
+    expected = 0.0
+    for i, best in enumerate([1, 0]):
+        scores = [dot(q[i], dj) for j, dj in enumerate(d) if j != 3]
+        expected += -(dot(q[i], d[2 * i + best]) - math.log(sum(math.exp(s) for s in scores)))
+    parts = L.SparseLoss(LossArguments(distillation_in_batch_weight=0.5, flops_query_weight=0, flops_doc_weight=0))(
+        "distillation", {"query": Q, "doc": D}, {"doc_mask": mask, "teacher_scores": teacher})
+    assert parts["distillation_in_batch"].item() == pytest.approx(expected / 2, abs=1e-6)
+    assert parts["loss"].item() == pytest.approx(parts["kl"].item() + 0.5 * expected / 2, abs=1e-6)
+    off = L.SparseLoss(LossArguments(flops_query_weight=0, flops_doc_weight=0))(
+        "distillation", {"query": Q, "doc": D}, {"doc_mask": mask, "teacher_scores": teacher})
+    assert "distillation_in_batch" not in off
+
+
 def test_margin_ranking_hand_computed():
     scores = torch.tensor([[3.0, 2.5, 1.0], [1.0, 2.0, 0.0]])
     mask = torch.tensor([[True, True, True], [True, True, False]])

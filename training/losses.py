@@ -20,14 +20,17 @@ logger = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------------------- ranking
-def info_nce(query: torch.Tensor, docs: torch.Tensor, doc_mask: torch.Tensor, temperature: float = 1.0):
+def info_nce(query: torch.Tensor, docs: torch.Tensor, doc_mask: torch.Tensor, temperature: float = 1.0,
+             positives: Optional[torch.Tensor] = None):
     """Cross-entropy of each query's positive against every document in the batch (its own hard negatives and
-    all other queries' documents). docs: [batch * n, vocab], grouped per query, positive first; doc_mask:
-    [batch, n] (False = padding)."""
+    all other queries' documents). docs: [batch * n, vocab], grouped per query; doc_mask: [batch, n] (False =
+    padding); positives: [batch] index of each query's positive in its own group (default: the first)."""
     batch, n = doc_mask.shape
     scores = query @ docs.T / temperature
     scores = scores.masked_fill(~doc_mask.reshape(1, batch * n), float("-inf"))
     labels = torch.arange(batch, device=query.device) * n
+    if positives is not None:
+        labels = labels + positives
     return F.cross_entropy(scores, labels)
 
 
@@ -364,6 +367,11 @@ class SparseLoss:
                     name, value = "margin_mse", margin_mse(scores, teacher, doc_mask)
                 parts[name] = value
                 terms.append(w.distillation_weight * value)
+            if task == "distillation" and w.distillation_in_batch_weight:
+                best = batch["teacher_scores"].masked_fill(~doc_mask, float("-inf")).argmax(-1)
+                parts["distillation_in_batch"] = info_nce(ranking_query, docs, doc_mask, w.ranking_temperature,
+                                                          positives=best)
+                terms.append(w.distillation_in_batch_weight * parts["distillation_in_batch"])
             for group in self._lexical_groups():
                 activation, own_scores = self._activation(reps, group)
                 parts[f"lexical_{group}"] = activation(own_scores, batch[f"{group}_bag"], w.preservation_target)
