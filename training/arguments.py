@@ -126,7 +126,7 @@ class LossArguments:
     distillation_weight: float = 1.0
     distillation_temperature: float = 1.0
     # Distillation batches: InfoNCE of each query's teacher-best document against every document of the batch. The
-    # KL compares a query's own candidates only (one language, mined on its text); this also ranks its best above
+    # KL compares a query's own candidates only (all in one language); this also ranks its best above
     # the other queries' documents, in either language, as the triplets' InfoNCE does.
     distillation_in_batch_weight: float = 0.0
     flops_query_weight: float = 5e-4
