@@ -62,9 +62,14 @@ def kl_distillation(student: torch.Tensor, teacher: torch.Tensor, doc_mask: torc
     return kl.sum(-1).mean()
 
 
+def teacher_best(teacher: torch.Tensor, doc_mask: torch.Tensor) -> torch.Tensor:
+    """[batch] index of each list's highest-scored unpadded document."""
+    return teacher.masked_fill(~doc_mask, float("-inf")).argmax(-1)
+
+
 def margin_mse(student: torch.Tensor, teacher: torch.Tensor, doc_mask: torch.Tensor):
     """MSE between student and teacher margins s(q, d_top) - s(q, d), d_top = the teacher's best document."""
-    top = teacher.masked_fill(~doc_mask, float("-inf")).argmax(-1, keepdim=True)
+    top = teacher_best(teacher, doc_mask).unsqueeze(1)
     s_margin = student.gather(1, top) - student
     t_margin = teacher.gather(1, top) - teacher
     valid = doc_mask & (torch.arange(student.shape[1], device=student.device) != top)
@@ -368,7 +373,7 @@ class SparseLoss:
                 parts[name] = value
                 terms.append(w.distillation_weight * value)
             if task == "distillation" and w.distillation_in_batch_weight:
-                best = batch["teacher_scores"].masked_fill(~doc_mask, float("-inf")).argmax(-1)
+                best = teacher_best(batch["teacher_scores"], doc_mask)
                 parts["distillation_in_batch"] = info_nce(ranking_query, docs, doc_mask, w.ranking_temperature,
                                                           positives=best)
                 terms.append(w.distillation_in_batch_weight * parts["distillation_in_batch"])
