@@ -2,9 +2,10 @@
 a difference between two models on a few hundred queries is more than noise.
 
     python bench/paired_ndcg.py --model BASE OTHER [...] --benchmark beir:PATH [...] [--max-queries 300]
-                                [--cache outputs/eval/cache]
+                                [--cache outputs/eval/cache] [--max-seq-length 512]
 
-Reads (and fills) run_eval.py's encoding cache, so after a run_eval over the same models nothing is re-encoded."""
+Reads (and fills) run_eval.py's encoding cache, so after a run_eval over the same models (and the same
+--max-seq-length) nothing is re-encoded."""
 from __future__ import annotations
 
 import argparse
@@ -30,13 +31,15 @@ def main(argv=None) -> int:
     p.add_argument("--max-queries", type=int, default=None)
     p.add_argument("--cache", default="eval_results/cache")
     p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--max-seq-length", type=int, default=None, help="document token limit, as in run_eval.py")
     a = p.parse_args(argv)
     from eval.beir import load_beir, resolve_benchmark
     from eval.retrieval import run_gains
     from eval.runner import run_model
     from training import SparseEncoder
 
-    models = [(m, SparseEncoder.from_pretrained(m)) for m in a.model]
+    overrides = {"max_seq_length": a.max_seq_length} if a.max_seq_length else {}
+    models = [(m, SparseEncoder.from_pretrained(m, **overrides).eval()) for m in a.model]
     rng = np.random.default_rng(0)
     for spec in a.benchmark:
         bench = load_beir(resolve_benchmark(spec, "benchmarks")).subset(a.max_queries)
