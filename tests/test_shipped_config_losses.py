@@ -18,7 +18,10 @@ expm1(activation_target) - max logit of the English term's vector on its Korean 
 definition; its term_regularisation: query at 3c0dfe4, the commit that added the option, which reproduces the
 previous ko-en-base values exactly with the option off; its stopword penalty (stopword_weight 0.1 with
 configs/english-stopwords.txt) at the commit that put it in the config, whose code gives the previous values without
-those two keys and whose stopword loss tests/test_losses.py checks against a hand computation; in a separate
+those two keys and whose stopword loss tests/test_losses.py checks against a hand computation; its in-batch
+distillation and per-document L1 (distillation_in_batch_weight 1.0, l1_doc_weight 0.0003) likewise at the commit
+that put them in the config, whose code gives the previous values without those two keys and whose in-batch term
+tests/test_losses.py checks against a hand computation (step 1, in the warm-up, is unchanged); in a separate
 `git worktree`, this file copied in, with `derived_config` writing the sources as the parallel lists train_file /
 train_task / sampling_weight / curriculum_start that code read, and reading the shipped configs' dataset_name /
 dataset_config_name / sampling_weight / curriculum_start lists), one config at a time:
@@ -53,9 +56,9 @@ GOLDEN = {
         "steps": [2.9793436527252197, 1.59922456741333],
         "sources": {"triplets": 3.3048324584960938, "term_pairs": 1.6499465703964233}},
     "ko-en-base": {
-        "steps": [3.511137008666992, 2.904153347015381],
-        "sources": {"code_switched": 5.956657409667969, "distillation": 5.3345489501953125,
-                    "term_pairs": 9.739715576171875}},
+        "steps": [3.511137008666992, 5.715887546539307],
+        "sources": {"code_switched": 6.045996189117432, "distillation": 8.232439994812012,
+                    "term_pairs": 9.739752769470215}},
     "klue-roberta-base": {
         "steps": [2.14458966255188, 3.574877977371216],
         "sources": {"triplets": 2.1783220767974854, "code_switched": 3.1848599910736084,
