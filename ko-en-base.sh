@@ -3,10 +3,10 @@
 # configs/ko-en-base.yaml, and evaluate it against Korean BM25 and the dense teacher (plus their hybrids).
 # On 2 CPU cores, measured on idle machines: 14.6-37.5 min of data building (most of it the dense teacher scoring
 # distillation lists: KorQuAD paragraphs 4-8, MS MARCO-ko passages 4.5-10, ko->en 3-7.5, en->ko 1, eval splits 4-8),
-# under 1 min building the backbone on first use, 33-69 min of training (800 steps, length-grouped encoding: 2.5-3.6 s
-# a step with bf16 on EPYCs with AVX512-BF16, 5.2 s in fp32 on an AVX2-only EPYC, where run_train.py falls back to
-# fp32) and 9.3-20 min of evaluation without the dense baseline (it embeds every benchmark corpus, and adds more); a
-# GPU shortens the training. Set up the venv first (quickstart.sh does).
+# under 1 min building the backbone on first use, 61-66 min of training (1,100 steps, length-grouped encoding: 3.3-3.6
+# s a step with bf16 on EPYCs with AVX512-BF16; ~97 min at 5.3 s in fp32 on an AVX2-only EPYC, where run_train.py
+# falls back to fp32) and 9.3-20 min of evaluation without the dense baseline (it embeds every benchmark corpus,
+# and adds more); a GPU shortens the training. Set up the venv first (quickstart.sh does).
 set -euo pipefail
 cd "$(dirname "$0")"
 MODEL_DIR="${MODEL_DIR:-outputs/ko-en-base}"  # trained, then evaluated; extra arguments go to run_train.py

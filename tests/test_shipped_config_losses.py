@@ -21,7 +21,9 @@ configs/english-stopwords.txt) at the commit that put it in the config, whose co
 those two keys and whose stopword loss tests/test_losses.py checks against a hand computation; its in-batch
 distillation and per-document L1 (distillation_in_batch_weight 1.0, l1_doc_weight 0.0003) likewise at the commit
 that put them in the config, whose code gives the previous values without those two keys and whose in-batch term
-tests/test_losses.py checks against a hand computation (step 1, in the warm-up, is unchanged); in a separate
+tests/test_losses.py checks against a hand computation (step 1, in the warm-up, is unchanged); its 1,100 steps
+with l1_doc_weight 0.001 and l1_query_weight 0.012 at the commit that put them in the config, a change of
+config values only, for the per-text L1 terms tests/test_losses.py checks by hand; in a separate
 `git worktree`, this file copied in, with `derived_config` writing the sources as the parallel lists train_file /
 train_task / sampling_weight / curriculum_start that code read, and reading the shipped configs' dataset_name /
 dataset_config_name / sampling_weight / curriculum_start lists), one config at a time:
@@ -56,9 +58,9 @@ GOLDEN = {
         "steps": [2.9793436527252197, 1.59922456741333],
         "sources": {"triplets": 3.3048324584960938, "term_pairs": 1.6499465703964233}},
     "ko-en-base": {
-        "steps": [3.511137008666992, 5.715887546539307],
-        "sources": {"code_switched": 6.045996189117432, "distillation": 8.232439994812012,
-                    "term_pairs": 9.739752769470215}},
+        "steps": [3.511137008666992, 5.71591329574585],
+        "sources": {"code_switched": 6.621585369110107, "distillation": 8.807037353515625,
+                    "term_pairs": 9.986743927001953}},
     "klue-roberta-base": {
         "steps": [2.14458966255188, 3.574877977371216],
         "sources": {"triplets": 2.1783220767974854, "code_switched": 3.1848599910736084,
