@@ -22,8 +22,8 @@ those two keys and whose stopword loss tests/test_losses.py checks against a han
 distillation and per-document L1 (distillation_in_batch_weight 1.0, l1_doc_weight 0.0003) likewise at the commit
 that put them in the config, whose code gives the previous values without those two keys and whose in-batch term
 tests/test_losses.py checks against a hand computation (step 1, in the warm-up, is unchanged); its 1,100 steps
-with l1_doc_weight 0.001 and l1_query_weight 0.012 at the commit that put them in the config, a change of
-config values only, for the per-text L1 terms tests/test_losses.py checks by hand; in a separate
+with l1_doc_weight 0.001 and l1_query_weight 0.012 at the commit that put them in the config (config values only;
+tests/test_losses.py checks the per-text L1 terms by hand); in a separate
 `git worktree`, this file copied in, with `derived_config` writing the sources as the parallel lists train_file /
 train_task / sampling_weight / curriculum_start that code read, and reading the shipped configs' dataset_name /
 dataset_config_name / sampling_weight / curriculum_start lists), one config at a time:
