@@ -367,6 +367,26 @@ def test_a_query_side_document_gets_the_document_regularisers():
     assert as_query["l1_query"].item() == pytest.approx((3.0 + 2.0) / 2)
 
 
+def test_per_document_l1_grows_with_the_documents_length():
+    """l1_doc_length_exponent: each document's L1 times (tokens / reference) ** exponent, a padded document (mask
+    False) dropped with its length; without lengths (term pairs) or with exponent 0, the plain mean."""
+    mask = torch.tensor([[True, True], [True, False]])
+    lengths = torch.tensor([400, 25, 100, 7])  # D's L1 norms 2, 2, 1 (the fourth is padding)
+    weights = dict(ranking_loss="info_nce", flops_query_weight=0.0, flops_doc_weight=0.0, l1_doc_weight=0.5,
+                   l1_doc_length_exponent=0.5, l1_doc_reference_length=100)
+    batch = {"doc_mask": mask, "doc_length": lengths}
+    scaled = L.SparseLoss(LossArguments(**weights))("triplets", {"query": Q, "doc": D}, batch)
+    by_hand = (2.0 * 2.0 + 2.0 * 0.5 + 1.0 * 1.0) / 3  # sqrt(400/100), sqrt(25/100), sqrt(100/100)
+    assert scaled["l1_doc"].item() == pytest.approx(by_hand)
+    assert scaled["loss"].item() == pytest.approx(scaled["info_nce"].item() + 0.5 * by_hand)
+    flat = L.SparseLoss(LossArguments(**{**weights, "l1_doc_length_exponent": 0.0}))
+    assert flat("triplets", {"query": Q, "doc": D}, batch)["l1_doc"].item() == pytest.approx(5.0 / 3)
+    as_doc = L.SparseLoss(LossArguments(**weights))(
+        "triplets", {"query": Q, "doc": D}, {**batch, "query_length": torch.tensor([100, 400])}, query_is_document=True)
+    # Q's norms 3, 2 at scales 1, 2, then the three documents
+    assert as_doc["l1_doc"].item() == pytest.approx((3.0 + 4.0 + 4.0 + 1.0 + 1.0) / 5)
+
+
 def test_a_splade_run_weights_flops_by_the_idf_file(tiny_model_dir, tmp_path):
     """`flops_idf_weighting` on a SPLADE model (which has no IDF of its own) reads `idf_file`: a frequent token's
     mean activation costs more than a rare one's, and a token the file lacks counts as rare as its rarest token."""

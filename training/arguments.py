@@ -135,6 +135,11 @@ class LossArguments:
     flops_idf_weighting: bool = False
     l1_query_weight: float = 0.0
     l1_doc_weight: float = 0.0
+    # Ranking batches: each document's L1 times (its tokens / l1_doc_reference_length) ** l1_doc_length_exponent
+    # (0: the same weight on every document). One weight taxed a 10-token sentence's few terms as hard as a
+    # 192-token paragraph's many (experiments.md "Per-document L1 that grows with length").
+    l1_doc_length_exponent: float = 0.0
+    l1_doc_reference_length: int = 100
     # Ranking and distillation score documents with each query's k largest weights only (0: all), so the terms
     # below a query's top k lose the ranking losses' support and the regularisers, which see every term, pull
     # them to 0: query sparsity that training controls, unlike a search-time cut.
@@ -200,8 +205,8 @@ class LossArguments:
             raise ValueError(f"term_loss_space must be one of {TERM_LOSS_SPACES}, got {self.term_loss_space!r}")
         for f in dataclasses.fields(self):  # numbers: weights, margins, steps >= 0; temperatures and targets > 0
             if isinstance(f.default, (int, float)) and not isinstance(f.default, bool):
-                _check_range(f.name, getattr(self, f.name), "> 0" if f.name.endswith(("_temperature", "_target"))
-                             else ">= 0")
+                positive = f.name.endswith(("_temperature", "_target", "_length"))
+                _check_range(f.name, getattr(self, f.name), "> 0" if positive else ">= 0")
         if self.rank_activation_k < 1:
             raise ValueError(f"rank_activation_k must be >= 1, got {self.rank_activation_k}")
 

@@ -84,9 +84,15 @@ def flops(reps: torch.Tensor, token_weights: Optional[torch.Tensor] = None):
     return (mean_sq * token_weights).sum() if token_weights is not None else mean_sq.sum()
 
 
-def l1(reps: torch.Tensor):
-    """Mean L1 norm of the vectors."""
-    return reps.sum(-1).mean()
+def l1(reps: torch.Tensor, scale: Optional[torch.Tensor] = None):
+    """Mean L1 norm of the vectors, each optionally multiplied by its own `scale` ([rows])."""
+    norms = reps.sum(-1)
+    return (norms * scale.to(norms.dtype)).mean() if scale is not None else norms.mean()
+
+
+def length_scale(lengths: torch.Tensor, reference: int, exponent: float) -> torch.Tensor:
+    """(length / reference) ** exponent per text: a per-text L1 that grows with the text's length in tokens."""
+    return (lengths.float() / reference).pow(exponent)
 
 
 def masked_mass(reps: torch.Tensor, token_mask: torch.Tensor):
@@ -269,8 +275,9 @@ class SparseLoss:
         return None if t is None else t.to(device)
 
     def _regularisers(self, group: str, reps: torch.Tensor, parts: dict, terms: list,
-                      own: Optional[torch.Tensor] = None):
-        """`own`: [rows, vocab] bags of the texts' own tokens, which the fragment penalty leaves alone."""
+                      own: Optional[torch.Tensor] = None, lengths: Optional[torch.Tensor] = None):
+        """`own`: [rows, vocab] bags of the texts' own tokens, which the fragment penalty leaves alone; `lengths`:
+        [rows] token counts, which scale the per-document L1 when l1_doc_length_exponent is set."""
         w = self.w
         flops_weight = w.flops_query_weight if group == "query" else w.flops_doc_weight
         l1_weight = w.l1_query_weight if group == "query" else w.l1_doc_weight
@@ -280,7 +287,10 @@ class SparseLoss:
             parts[f"flops_{group}"] = flops(reps, self._to(self.flops_token_weights, reps.device))
             terms.append(flops_weight * self.regularizer_scale * parts[f"flops_{group}"])
         if l1_weight:
-            parts[f"l1_{group}"] = l1(reps)
+            scale = None
+            if group == "doc" and w.l1_doc_length_exponent and lengths is not None:
+                scale = length_scale(lengths, w.l1_doc_reference_length, w.l1_doc_length_exponent)
+            parts[f"l1_{group}"] = l1(reps, scale)
             terms.append(l1_weight * self.regularizer_scale * parts[f"l1_{group}"])
         if w.non_target_weight and self.non_target_mask is not None:
             parts[f"non_target_{group}"] = masked_mass(reps, self._to(self.non_target_mask, reps.device))
@@ -384,12 +394,15 @@ class SparseLoss:
             kept = doc_mask.reshape(-1)
             query_bag, doc_bag = batch.get("query_bag"), batch.get("doc_bag")
             doc_bag = None if doc_bag is None else doc_bag[kept]
+            query_length, doc_length = batch.get("query_length"), batch.get("doc_length")
+            doc_length = None if doc_length is None else doc_length[kept]
             if query_is_document:
                 both = None if query_bag is None or doc_bag is None else torch.cat([query_bag, doc_bag])
-                self._regularisers("doc", torch.cat([query, docs[kept]]), parts, terms, own=both)
+                lengths = None if query_length is None or doc_length is None else torch.cat([query_length, doc_length])
+                self._regularisers("doc", torch.cat([query, docs[kept]]), parts, terms, own=both, lengths=lengths)
             else:
                 self._regularisers("query", query, parts, terms, own=query_bag)
-                self._regularisers("doc", docs[kept], parts, terms, own=doc_bag)
+                self._regularisers("doc", docs[kept], parts, terms, own=doc_bag, lengths=doc_length)
         elif task == "term_pairs":
             self._term_losses(reps, batch, parts, terms)
         else:
