@@ -239,3 +239,21 @@ def test_the_fragment_penalty_gets_its_token_bags_from_the_trainer(setup, tmp_pa
     trainer.compute_loss(trainer.model, batch)
     assert {"fragment_query", "fragment_doc"} <= set(trainer._parts)
     assert all(trainer._parts[k] > 0 for k in ("fragment_query", "fragment_doc"))
+
+
+def test_the_per_document_l1_reads_each_documents_token_count(setup, tmp_path):
+    """l1_doc_length_exponent: compute_loss passes each document's token count to the loss, which charges its L1
+    times (count / reference) ** exponent; recomputed here from the returned vectors and the attention mask."""
+    trainer = _trainer_on_two_sources(setup, tmp_path, {}, "--flops_doc_weight", "0", "--l1_doc_weight", "0.1",
+                                      "--l1_doc_length_exponent", "1", "--l1_doc_reference_length", "10")
+    trainer.model.train()
+    batch = trainer.data_collator([trainer.train_dataset[0]])
+    tokens = batch["doc_attention_mask"].sum(-1).float()
+    kept = batch["doc_mask"].reshape(-1)
+    assert tokens[kept].unique().numel() > 1  # real sentences of different lengths, so the scale matters
+    trainer._parts.clear()
+    _, outputs = trainer.compute_loss(trainer.model, dict(batch), return_outputs=True)
+    norms = outputs["reps"]["doc"].detach()[kept].sum(-1)
+    by_hand = (norms * tokens[kept] / 10).mean()
+    assert trainer._parts["l1_doc"].item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert by_hand.item() != pytest.approx(norms.mean().item(), rel=1e-3)
