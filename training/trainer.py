@@ -122,8 +122,8 @@ class SparseTrainer(Trainer):
         for group in loss_fn.bag_groups(task):  # targets as [rows, vocab] bags: equal shapes on every rank
             batch[f"{group}_bag"] = encoder.token_bag(features[f"{group}_input_ids"],
                                                       features[f"{group}_attention_mask"])
-        if loss_fn.w.l1_doc_length_exponent:  # token counts, for the per-document L1's length scale
-            for group in ("query", "doc"):
+        if loss_fn.w.l1_doc_length_exponent:  # token counts of the texts the per-document L1 charges
+            for group in ("query", "doc") if query_is_document else ("doc",):
                 if f"{group}_attention_mask" in features:
                     batch[f"{group}_length"] = features[f"{group}_attention_mask"].sum(-1)
         # Every rank computes the loss of the global batch: identical to one process with the whole batch.
