@@ -170,6 +170,17 @@ def as_config_error(build, *args, **kwargs):
         raise ConfigError(str(e)) from None
 
 
+def shut_down_process_group(trainer: SparseTrainer) -> None:
+    """Destroy the process group and join its backend threads while the interpreter is still alive.
+    destroy_process_group only forgets the group; the trainer's DDP wrapper still holds it, so gloo's worker threads
+    outlive it and can free a tensor that has a Python object during interpreter shutdown: the rank then aborts
+    ("terminate called without an active exception", exit -6) after a finished run. With the wrapper dropped, the
+    group's destructor (which releases the GIL) joins them here."""
+    dist.barrier()
+    trainer.model_wrapped = trainer.model
+    dist.destroy_process_group()
+
+
 def train(trainer: SparseTrainer) -> dict:
     """Train (resuming when asked: `--resume_from_checkpoint auto` picks the last complete checkpoint), save the
     final model, evaluate if a benchmark is set, and shut the process group down cleanly."""
@@ -184,8 +195,7 @@ def train(trainer: SparseTrainer) -> dict:
     if trainer.evaluator is not None:
         metrics.update(trainer.evaluate())
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+        shut_down_process_group(trainer)
     if args.process_index == 0:
         logger.info("final metrics: %s", metrics)
     return metrics

@@ -1,6 +1,8 @@
 """Test driver around run_train: trains like the CLI, optionally kills itself (SIGKILL) at a step, then saves
-this rank's weights before and after training and the log history so tests can compare runs. Usage:
+this rank's weights before and after training, the log history, and the names of the threads still running after
+training (no collective backend thread may outlive run_train.train), so tests can compare runs. Usage:
 python tests/train_worker.py RESULT_DIR [--kill_at_step N] -- RUN_TRAIN_ARGS..."""
+import glob
 import json
 import os
 import signal
@@ -38,3 +40,5 @@ if __name__ == "__main__":
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, os.path.join(result_dir, f"rank{rank}.pt"))
     with open(os.path.join(result_dir, f"log{rank}.json"), "w") as fh:
         json.dump(trainer.state.log_history, fh)
+    with open(os.path.join(result_dir, f"threads{rank}.json"), "w") as fh:
+        json.dump([open(comm).read().strip() for comm in glob.glob("/proc/self/task/*/comm")], fh)
