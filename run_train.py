@@ -113,6 +113,7 @@ def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
 
         evaluator = RetrievalEvaluator(data_args.eval_benchmark, max_queries=data_args.eval_max_queries)
     loss = as_config_error(SparseLoss.from_args, loss_args, model, model_args.idf_file)
+    as_config_error(loss.check_tasks, {s.task for s in sources})
     trainer = SparseTrainer(model=model, args=training_args, train_dataset=schedule, data_collator=collator,
                             loss=loss, evaluator=evaluator,
                             idf_learning_rate=model_args.idf_learning_rate,

@@ -210,7 +210,8 @@ def test_term_regularisation_query_puts_the_query_sparsity_weights_on_term_vecto
     column_means = [(0.5 + 1.0) / 4, (1.0 + 3.0) / 4, (2.0 + 0.25) / 4]
     flops = sum(m * m for m in column_means)
     l1 = (2.5 + 2.0 + 3.0 + 0.25) / 4
-    reps = {"ko": ko, "en": en, "ko_logits": torch.expm1(ko)}
+    reps = {"ko": ko, "en": en}  # alignment reads weights only: the encoder computes no max logits for it
+    assert L.SparseLoss(LossArguments(**weights)).logit_groups("term_pairs") == ()
     as_docs = L.SparseLoss(LossArguments(**weights))("term_pairs", reps, batch)
     as_queries = L.SparseLoss(LossArguments(**weights, term_regularisation="query"))("term_pairs", reps, batch)
     assert as_docs["flops_doc"].item() == pytest.approx(flops) and "flops_query" not in as_docs
@@ -223,6 +224,8 @@ def test_term_regularisation_query_puts_the_query_sparsity_weights_on_term_vecto
     doc_only = L.SparseLoss(LossArguments(**weights, term_regularisation="query"), regularise_queries=False)(
         "term_pairs", reps, batch)
     assert doc_only["loss"].item() == pytest.approx(alignment + 0.125 * flops)
+    with pytest.raises(ValueError, match="no loss is switched on for task 'term_pairs'"):  # regularisers only
+        L.SparseLoss(LossArguments(**{**weights, "alignment_weight": 0.0}))("term_pairs", reps, batch)
 
 
 def test_rank_activation_pushes_english_targets_above_the_kth_other_weight():
@@ -237,6 +240,7 @@ def test_rank_activation_pushes_english_targets_above_the_kth_other_weight():
     expected = ((bar + 1.0) + (bar + 0.5) + 0.0) / 3
     weights = LossArguments(rank_activation_weight=2.0, rank_activation_k=2, rank_activation_margin=0.1,
                             flops_doc_weight=0.0)
+    assert L.SparseLoss(weights).logit_groups("term_pairs") == ("ko",)  # the encoder must return ko_logits
     parts = L.SparseLoss(weights)("term_pairs", {"ko": ko, "en": ko.detach().flip(0), "ko_logits": logits}, batch)
     assert parts["en_rank_activation"].item() == pytest.approx(expected, rel=1e-6)
     assert parts["loss"].item() == pytest.approx(2.0 * expected, rel=1e-6)

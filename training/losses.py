@@ -244,7 +244,7 @@ class SparseLoss:
         if w.term_loss_space != "logit":
             return ()
         if task == "term_pairs":
-            ko = ("ko",) if w.preservation_weight or w.activation_weight or w.translation_margin_weight else ()
+            ko = ("ko",) if self._term_losses_on_ko() else ()
             return ko + (("en",) if w.ko_activation_weight else ())
         return tuple(dict.fromkeys(self._lexical_groups() + (("doc",) if self._coverage_on(task) else ())))
 
@@ -317,10 +317,27 @@ class SparseLoss:
             return target_logit_activation, reps[f"{group}_logits"]
         return target_activation, reps[group]
 
+    def check_tasks(self, tasks) -> None:
+        """Fail before training, not at the first batch, when the data has term pairs and no term-pair loss is on
+        (the regularisers alone would only empty their vectors)."""
+        w = self.w
+        if "term_pairs" in tasks and not (self._term_losses_on_ko() or w.ko_activation_weight or w.alignment_weight):
+            raise ValueError("no loss is switched on for task 'term_pairs': set activation_weight, "
+                             "rank_activation_weight, ko_activation_weight, preservation_weight, "
+                             "translation_margin_weight or alignment_weight, or train without term pairs")
+
+    def _term_losses_on_ko(self) -> bool:
+        """Whether a term-pair loss reads the Korean term's scores (max logits in the logit space)."""
+        w = self.w
+        return bool(w.preservation_weight or w.activation_weight or w.rank_activation_weight
+                    or w.translation_margin_weight)
+
     def _term_losses(self, reps: dict, batch: dict, parts: dict, terms: list):
         w = self.w
         ko, en, own, en_targets = reps["ko"], reps["en"], batch["ko_bag"], batch["en_bag"]
-        activation, scores = self._activation(reps, "ko")
+        self.check_tasks(["term_pairs"])
+        if self._term_losses_on_ko():
+            activation, scores = self._activation(reps, "ko")
         if w.preservation_weight:
             parts["preservation"] = activation(scores, own, w.preservation_target)
             terms.append(w.preservation_weight * parts["preservation"])
