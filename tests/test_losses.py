@@ -1,4 +1,5 @@
 """Losses against golden values computed independently (plain Python / numpy loops over tiny tensors)."""
+import dataclasses
 import math
 from pathlib import Path
 
@@ -521,3 +522,31 @@ def test_fragment_penalty_charges_continuation_pieces_a_text_does_not_contain(tm
         own = {t for t in tok.tokenize(docs[0]) if not t.startswith("\u2581")}
         assert own, "the first document has no continuation piece"
         assert parts["fragment_doc"].item() < reps["doc"][:, loss.fragment_mask > 0].sum(-1).mean().item()
+
+
+LOSS_WEIGHTS = [f.name for f in dataclasses.fields(LossArguments) if f.name.endswith("_weight")]
+
+
+@pytest.mark.parametrize("task", L.SparseLoss.TASKS)
+@pytest.mark.parametrize("weight", LOSS_WEIGHTS)
+def test_each_weight_alone_reads_only_what_the_trainer_provides(weight, task):
+    """The trainer hands a loss exactly the max logits of `logit_groups` and the token bags of `bag_groups`; a loss
+    that reads anything else fails at its first batch of a run (rank activation alone once did: KeyError)."""
+    torch.manual_seed(0)
+    rows, docs, vocab = 3, 2, 7
+    groups = {"term_pairs": {"ko": rows, "en": rows}}.get(task, {"query": rows, "doc": rows * docs})
+    marks = torch.zeros(vocab)
+    marks[[1, 4]] = 1.0  # two tokens in every token set (non-target scripts, stopwords, fragments)
+    loss = L.SparseLoss(LossArguments(**{w: float(w == weight) for w in LOSS_WEIGHTS}), non_target_mask=marks,
+                        stopword_mask=marks, fragment_mask=marks, fragment_scripts=torch.stack([marks, 1 - marks]))
+    logits = {g: torch.randn(n, vocab) for g, n in groups.items()}
+    reps = {g: torch.log1p(torch.relu(x)) for g, x in logits.items()}
+    reps.update({f"{g}_logits": logits[g] for g in loss.logit_groups(task)})
+    batch = {"doc_mask": torch.ones(rows, docs, dtype=torch.bool), "teacher_scores": torch.randn(rows, docs)}
+    batch.update({f"{g}_bag": (torch.rand(groups[g], vocab) > 0.6).float() for g in loss.bag_groups(task)})
+    try:
+        parts = loss(task, reps, batch)
+    except ValueError as e:  # a weight that does not act on this task: the one clear refusal, never a KeyError
+        assert "no loss is switched on" in str(e)
+        return
+    assert torch.isfinite(parts["loss"])
