@@ -113,7 +113,11 @@ def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
 
         evaluator = RetrievalEvaluator(data_args.eval_benchmark, max_queries=data_args.eval_max_queries)
     loss = as_config_error(SparseLoss.from_args, loss_args, model, model_args.idf_file)
-    as_config_error(loss.check_tasks, {s.task for s in sources})
+    for s in sources:  # under its own loss settings (loss_overrides), as its batches will train
+        try:
+            loss.with_weights(**(s.spec.loss_overrides or {})).check_tasks([s.task])
+        except ValueError as e:
+            raise ConfigError(f"source {s.name}: {e}") from None
     trainer = SparseTrainer(model=model, args=training_args, train_dataset=schedule, data_collator=collator,
                             loss=loss, evaluator=evaluator,
                             idf_learning_rate=model_args.idf_learning_rate,

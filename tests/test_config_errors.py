@@ -193,6 +193,11 @@ CATALOGUE = {
     "batch larger than the data": (
         lambda p: (_argv(p, "--per_device_train_batch_size", "64"), p.good),
         "config error: {}: 11 records is fewer than one global batch (64 = 64 per device x 1)"),
+    "term pairs without a term loss": (
+        lambda p: (_argv(p, train_file=_data(p, [TERM_PAIR] * 4)), p.tmp / "bad.jsonl"),
+        "config error: source {}: no loss is switched on for task 'term_pairs': set activation_weight, "
+        "rank_activation_weight, ko_activation_weight, preservation_weight, translation_margin_weight or "
+        "alignment_weight, or train without term pairs"),
     "freeze more layers than exist": (lambda p: (_argv(p, "--freeze_layers", "5"), None),
                                       "config error: freeze_layers=5: the backbone has 2 layers"),
     "idf weighting without idf": (lambda p: (_argv(p, "--flops_idf_weighting", "true"), None),
@@ -259,6 +264,15 @@ def test_a_scalar_for_a_list_key_is_a_one_element_list(paths):
     assert resolved["allowed_scripts"] == ["hangul"]
     assert [s.name for s in trainer.train_dataset.sources] == [paths.good]
     assert trainer.model.config.allowed_scripts == ["hangul"]
+
+
+def test_a_term_pair_source_with_its_own_term_loss_builds(paths):
+    """The term-loss check reads each source's loss_overrides: the run's activation_weight is 0, the source's 1."""
+    terms = _data(paths, [TERM_PAIR] * 4, "terms.jsonl")
+    config = _yaml(paths, f"sources: [{{file: {terms}, loss_overrides: {{activation_weight: 1}}}}]\n"
+                          f"per_device_train_batch_size: 2\nmax_steps: 1\n")
+    trainer, _ = run_train.build_trainer([config])
+    assert trainer.loss.w.activation_weight == 0.0 and [s.task for s in trainer.train_dataset.sources] == ["term_pairs"]
 
 
 def test_run_eval_flag_spelling_is_accepted_by_run_train():
