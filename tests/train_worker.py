@@ -24,6 +24,17 @@ class KillAt(TrainerCallback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def thread_names() -> list:
+    names = []
+    for comm in glob.glob("/proc/self/task/*/comm"):
+        try:
+            with open(comm) as fh:
+                names.append(fh.read().strip())
+        except OSError:  # a thread (tqdm's monitor) that ended meanwhile
+            pass
+    return names
+
+
 if __name__ == "__main__":
     split = sys.argv.index("--")
     own, argv = sys.argv[1:split], sys.argv[split + 1:]
@@ -41,4 +52,4 @@ if __name__ == "__main__":
     with open(os.path.join(result_dir, f"log{rank}.json"), "w") as fh:
         json.dump(trainer.state.log_history, fh)
     with open(os.path.join(result_dir, f"threads{rank}.json"), "w") as fh:
-        json.dump([open(comm).read().strip() for comm in glob.glob("/proc/self/task/*/comm")], fh)
+        json.dump(thread_names(), fh)
