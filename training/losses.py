@@ -336,8 +336,7 @@ class SparseLoss:
         w = self.w
         ko, en, own, en_targets = reps["ko"], reps["en"], batch["ko_bag"], batch["en_bag"]
         self.check_tasks(["term_pairs"])
-        if self._term_losses_on_ko():
-            activation, scores = self._activation(reps, "ko")
+        activation, scores = self._activation(reps, "ko") if self._term_losses_on_ko() else (None, None)
         if w.preservation_weight:
             parts["preservation"] = activation(scores, own, w.preservation_target)
             terms.append(w.preservation_weight * parts["preservation"])
