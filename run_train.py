@@ -96,6 +96,8 @@ def _build_trainer(argv) -> tuple[SparseTrainer, dict]:
     model.length_group_overhead = model_args.length_group_overhead
     if model_args.freeze_layers:
         as_config_error(model.freeze_bottom_layers, model_args.freeze_layers)
+    if model_args.freeze_decoder:
+        model.freeze_decoder()
     if model_args.use_lora:
         model.add_lora(model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout)
 

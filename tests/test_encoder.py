@@ -157,6 +157,22 @@ def test_freeze_bottom_layers_stops_backward_but_not_the_values(tiny_model_dir):
         model.freeze_bottom_layers(len(base.encoder.layer) + 1)
 
 
+def test_freeze_decoder_fixes_the_rows_and_trains_the_rest(tiny_model_dir):
+    torch.manual_seed(0)
+    model = SparseEncoder.from_pretrained(tiny_model_dir).train()
+    model.freeze_decoder()
+    batch = model.tokenize(TEXTS)
+    out = model(doc_input_ids=batch["input_ids"], doc_attention_mask=batch["attention_mask"])["doc"]
+    out.sum().backward()
+    decoder = model.mlm.get_output_embeddings()
+    assert decoder.weight.grad is None
+    assert decoder.bias.grad is not None and decoder.bias.grad.abs().sum() > 0
+    top = model.mlm.base_model.encoder.layer[-1]
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in top.parameters())
+    # the tiny model's decoder is tied: its rows are the word embeddings, which freeze with it
+    assert model.mlm.base_model.embeddings.word_embeddings.weight is decoder.weight
+
+
 def test_lora_keeps_head_trainable_and_saves_plain_weights(tiny_model_dir, tmp_path):
     model = SparseEncoder.from_pretrained(tiny_model_dir)
     before = model.encode(TEXTS).matrix.toarray()

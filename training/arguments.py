@@ -47,6 +47,9 @@ class ModelArguments:
                 "only bounds training queries"})
     freeze_layers: int = field(default=0, metadata={
         "help": "freeze the embeddings and this many bottom transformer layers (faster steps on a small budget)"})
+    freeze_decoder: bool = field(default=False, metadata={
+        "help": "keep the vocabulary projection's rows fixed (the bias still learns): term and ranking losses then "
+                "train only the shared layers"})
     length_group_overhead: Optional[int] = field(default=SparseEncoder.length_group_overhead, metadata={
         "help": "encode each batch in sub-batches of similar length; one more sub-batch must save this many padding "
                 "tokens (2.6x faster triplet steps on 2 CPU cores); null: one call per batch"})
@@ -71,6 +74,8 @@ class ModelArguments:
         _check_range("inference_max_seq_length", self.inference_max_seq_length, ">= 1")
         _check_range("inference_max_query_length", self.inference_max_query_length, ">= 1")
         _check_range("freeze_layers", self.freeze_layers, ">= 0")
+        if self.freeze_decoder and self.use_lora:
+            raise ValueError("freeze_decoder with use_lora: LoRA trains its own copy of the MLM head, rows included")
         _check_range("length_group_overhead", self.length_group_overhead, ">= 0")
         _check_range("idf_learning_rate", self.idf_learning_rate, "> 0")
         _check_range("lora_r", self.lora_r, ">= 1")

@@ -346,6 +346,12 @@ class SparseEncoder(nn.Module):
         layers[n - 1].register_forward_hook(
             lambda module, args, out: out.detach() if torch.is_tensor(out) else (out[0].detach(), *out[1:]))
 
+    def freeze_decoder(self) -> None:
+        """Keep the vocabulary projection's rows fixed (its bias still learns). A row moved by a term pair's loss
+        serves that pair; with the rows fixed, what the term and ranking losses teach has to go through the shared
+        layers, which every word passes. A tied decoder's rows are the input word embeddings: they freeze too."""
+        self.mlm.get_output_embeddings().weight.requires_grad_(False)
+
     def add_lora(self, r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules=None) -> None:
         """Wrap the MLM with PEFT LoRA; the MLM head stays fully trainable (LoRA on attention leaves the
         vocabulary projection untouched, and that projection is what SPLADE learns most in)."""
