@@ -200,6 +200,9 @@ CATALOGUE = {
         "alignment_weight, or train without term pairs"),
     "freeze more layers than exist": (lambda p: (_argv(p, "--freeze_layers", "5"), None),
                                       "config error: freeze_layers=5: the backbone has 2 layers"),
+    "fixed decoder rows with LoRA": (lambda p: (_argv(p, "--freeze_decoder", "--use_lora"), None),
+                                     "config error: freeze_decoder with use_lora: LoRA trains its own copy of the "
+                                     "MLM head, rows included"),
     "idf weighting without idf": (lambda p: (_argv(p, "--flops_idf_weighting", "true"), None),
                                   "config error: flops_idf_weighting needs an IDF: set idf_file"),
     # data files (file:line, field)
