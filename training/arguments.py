@@ -48,8 +48,8 @@ class ModelArguments:
     freeze_layers: int = field(default=0, metadata={
         "help": "freeze the embeddings and this many bottom transformer layers (faster steps on a small budget)"})
     freeze_decoder: bool = field(default=False, metadata={
-        "help": "keep the vocabulary projection's rows fixed (the bias still learns): term and ranking losses then "
-                "train only the shared layers"})
+        "help": "keep the vocabulary projection's rows fixed (the bias still learns; a tied decoder's rows are the word "
+                "embeddings, which freeze too)"})
     length_group_overhead: Optional[int] = field(default=SparseEncoder.length_group_overhead, metadata={
         "help": "encode each batch in sub-batches of similar length; one more sub-batch must save this many padding "
                 "tokens (2.6x faster triplet steps on 2 CPU cores); null: one call per batch"})
