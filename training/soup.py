@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
@@ -84,19 +86,19 @@ def soup(models: Sequence[str | Path], output_dir: str | Path, weights: Optional
         del other, other_state
     first.load_state_dict({k: v.to(state[k].dtype) for k, v in total.items()}, strict=False)
 
-    # Written beside the output, then renamed: an interrupted soup leaves no half-written model folder.
-    staging = output_dir.with_name(f".{output_dir.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
+    # Written beside the output, then renamed (as backbones._build_once does): an interrupted soup leaves no
+    # half-written model folder.
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
         first.save_pretrained(staging)
         (staging / SOUP_FILE).write_text(json.dumps(
             {"models": models, "weights": weights}, indent=2, ensure_ascii=False) + "\n")
-    except BaseException:
+        if output_dir.exists():
+            output_dir.rmdir()  # empty, checked above
+        os.rename(staging, output_dir)
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if output_dir.exists():
-        output_dir.rmdir()  # empty, checked above
-    staging.rename(output_dir)
     return output_dir
 
 
