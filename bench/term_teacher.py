@@ -38,7 +38,8 @@ def main() -> None:
     ko_terms, en_terms = list(dict.fromkeys(p["ko"] for p in pairs)), list(dict.fromkeys(p["en"] for p in pairs))
     ko_row, en_row = {t: i for i, t in enumerate(ko_terms)}, {t: i for i, t in enumerate(en_terms)}
 
-    # Served English pieces, by their text (word marker dropped): "▁gov" and "gov" are one candidate for the teacher.
+    # Served English pieces, by their text (word marker dropped): "▁gov" and "gov" are one candidate for the teacher,
+    # which counts a hit on either as a hit; the model must hit the target's own id, so the comparison favours e5.
     served = model.output_mask.cpu().numpy() > 0
     scripts = token_scripts(model.tokenizer)[: len(served)]
     english = np.flatnonzero((scripts == "latin") & served[: len(scripts)])
