@@ -6,8 +6,10 @@ import sys
 
 import pytest
 import torch
+from transformers import TrainerCallback
 
 from training import SparseEncoder
+from training.averaging import AVERAGE_FILE
 from tests.tiny import SENTENCES, build_tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -119,6 +121,24 @@ def test_kill_and_resume_continues_from_checkpoint(setup, tmp_path):
             assert l["loss"] == pytest.approx(full_logs[l["step"]], rel=1e-5)
     a, b = load_weights(tmp_path / "full"), load_weights(tmp_path / "resumed")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+@pytest.mark.slow
+def test_a_resumed_run_averages_the_same_weights_as_an_uninterrupted_one(setup, tmp_path):
+    """Killed after step 5, resumed from checkpoint-4: the mean of steps 2-4 comes back from the checkpoint, so the
+    saved model is the mean of steps 2-6 like the uninterrupted run's (without it: of steps 5-6 only)."""
+    root, args = setup
+    common = [*args, "--max_steps", "6", "--save_steps", "2", "--per_device_train_batch_size", "2",
+              "--average_weights_from", "2", "--average_weights_every", "1"]
+    full = worker(tmp_path / "full", [*common, "--output_dir", str(tmp_path / "full_out")])
+    assert full.returncode == 0, full.stderr[-3000:]
+    killed = worker(tmp_path / "killed", [*common, "--output_dir", str(tmp_path / "resumed_out")], kill_at=5)
+    assert killed.returncode != 0 and (tmp_path / "resumed_out" / "checkpoint-4" / AVERAGE_FILE).is_file()
+    resumed = worker(tmp_path / "resumed", [*common, "--output_dir", str(tmp_path / "resumed_out"),
+                                            "--resume_from_checkpoint", "auto"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = load_weights(tmp_path / "full"), load_weights(tmp_path / "resumed")
+    assert update_gap(a, b, load_weights(tmp_path / "full", when="init")) < 1e-4
 
 
 @pytest.mark.slow
@@ -257,3 +277,51 @@ def test_the_per_document_l1_reads_each_documents_token_count(setup, tmp_path):
     by_hand = (norms * tokens[kept] / 10).mean()
     assert trainer._parts["l1_doc"].item() == pytest.approx(by_hand.item(), rel=1e-5)
     assert by_hand.item() != pytest.approx(norms.mean().item(), rel=1e-3)
+
+
+class _Snapshots(TrainerCallback):
+    """The trainable weights after each step, copied: the independent record the averaged model is checked against."""
+
+    def __init__(self):
+        self.by_step = {}
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.by_step[state.global_step] = {n: p.detach().clone() for n, p in model.named_parameters()
+                                           if p.requires_grad}
+
+
+def test_weight_averaging_saves_the_mean_of_the_steps_it_names_and_holds_the_learning_rate(setup, tmp_path):
+    """average_weights_from 2, every 2, over 6 steps: the model trained is the mean of its weights after steps 2, 4
+    and 6 (each recorded by a separate callback), and the linear schedule (no warm-up) stops at its step-2 value."""
+    trainer = _trainer_on_two_sources(setup, tmp_path, {}, "--max_steps", "6", "--average_weights_from", "2",
+                                      "--average_weights_every", "2", "--learning_rate", "1e-3", "--logging_steps",
+                                      "1", "--save_strategy", "no", "--lr_scheduler_type", "linear")
+    snapshots = _Snapshots()
+    trainer.add_callback(snapshots)
+    trainer.train()
+    rates = {entry["step"]: entry["learning_rate"] for entry in trainer.state.log_history if "learning_rate" in entry}
+    # the rate step s trained with: 1e-3 * (1 - (s - 1) / 6) up to step 3 (the schedule's step-2 value), then held
+    assert rates == pytest.approx({1: 1e-3, 2: 1e-3 * 5 / 6, 3: 1e-3 * 4 / 6, 4: 1e-3 * 4 / 6, 5: 1e-3 * 4 / 6,
+                                   6: 1e-3 * 4 / 6})
+    params = dict(trainer.model.named_parameters())
+    moved = 0.0
+    for name, last in snapshots.by_step[6].items():
+        mean = sum(snapshots.by_step[s][name] for s in (2, 4, 6)) / 3
+        assert torch.allclose(params[name], mean, atol=1e-6), name
+        moved = max(moved, (last - mean).abs().max().item())
+    assert moved > 1e-4  # the mean is not the last step's weights
+
+
+def test_weight_averaging_settings_that_cannot_work_are_config_errors(setup, tmp_path):
+    import run_train
+
+    root, _ = setup
+    for extra, message in ((["--max_steps", "4", "--average_weights_from", "4"], "must be below max_steps (4)"),
+                           (["--average_weights_from", "2", "--average_weights_every", "0"], "average_weights_every"),
+                           (["--average_weights_from", "2", "--load_best_model_at_end", "true", "--eval_strategy",
+                             "steps", "--save_strategy", "steps"], "load_best_model_at_end")):
+        with pytest.raises(SystemExit) as exc:
+            run_train.build_trainer(["--model_name_or_path", str(root / "model"), "--train_file",
+                                     str(root / "terms.jsonl"), "--output_dir", str(tmp_path / "o"), *extra])
+        assert message in str(exc.value) and str(exc.value).startswith("config error:")
+    assert not (tmp_path / "o").exists()

@@ -217,6 +217,27 @@ class LossArguments:
             raise ValueError(f"rank_activation_k must be >= 1, got {self.rank_activation_k}")
 
 
+@dataclass
+class SparseTrainingArguments(TrainingArguments):
+    """`transformers.TrainingArguments` and the schedule setting it lacks: weight averaging (training/averaging.py)."""
+
+    average_weights_from: int = field(default=0, metadata={
+        "help": "from this step on, hold the learning rate and save the mean of the weights taken every "
+                "average_weights_every steps (stochastic weight averaging); 0: off"})
+    average_weights_every: int = 10
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_range("average_weights_from", self.average_weights_from, ">= 0")
+        _check_range("average_weights_every", self.average_weights_every, ">= 1")
+        if self.average_weights_from and 0 < self.max_steps <= self.average_weights_from:
+            raise ValueError(f"average_weights_from ({self.average_weights_from}) must be below max_steps "
+                             f"({self.max_steps}), or the run averages nothing")
+        if self.average_weights_from and self.load_best_model_at_end:
+            raise ValueError("average_weights_from with load_best_model_at_end: the saved model is the weights' mean, "
+                             "not a checkpoint; keep one of the two")
+
+
 # TrainingArguments accepts these silently; each must be a finite number in its range.
 TRAINING_RANGES = {"learning_rate": "> 0", "per_device_train_batch_size": ">= 1", "gradient_accumulation_steps": ">= 1",
                    "num_train_epochs": "> 0", "weight_decay": ">= 0", "warmup_steps": ">= 0"}
@@ -234,7 +255,7 @@ def _check_range(name: str, value, rule: str) -> None:
         raise ValueError(f"{name} must be {'a finite number ' if not number else ''}{rule}, got {value!r}")
 
 
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, LossArguments, TrainingArguments)
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, LossArguments, SparseTrainingArguments)
 
 
 class ConfigError(ValueError):
@@ -248,7 +269,8 @@ def _known_keys() -> dict[str, type]:
 
 
 def parse_config(argv: Optional[list[str]] = None, defaults: Optional[dict] = None):
-    """`[CONFIG.yaml] [--key value ...]` -> (ModelArguments, DataArguments, LossArguments, TrainingArguments, resolved).
+    """`[CONFIG.yaml] [--key value ...]` -> (ModelArguments, DataArguments, LossArguments, SparseTrainingArguments,
+    resolved).
 
     `resolved` is the flat dict of every setting the config or the command line gave, written next to the outputs."""
     # One flag style across the CLIs: run_eval.py's `--max-seq-length` spelling is accepted here too.

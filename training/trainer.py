@@ -13,6 +13,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, SequentialSampler
 from transformers import AutoModelForMaskedLM, Trainer, TrainerCallback
 
+from .averaging import WeightAveraging, hold_schedule_from
 from .data import BatchSchedule
 from .encoder import IDF_NAME, SparseEncoder, load_idf
 from .losses import SparseLoss
@@ -96,6 +97,10 @@ class SparseTrainer(Trainer):
         self._parts: dict[str, torch.Tensor] = {}
         self._parts_count = defaultdict(int)
         self.add_callback(RegularizerWarmup(loss))
+        self.weight_averaging = None
+        if getattr(self.args, "average_weights_from", 0):
+            self.weight_averaging = WeightAveraging(self.args.average_weights_from, self.args.average_weights_every)
+            self.add_callback(self.weight_averaging)
 
     # -------------------------------------------------------------------------------------------------- data
     def get_train_dataloader(self) -> DataLoader:
@@ -173,6 +178,12 @@ class SparseTrainer(Trainer):
             return self.optimizer
         return super().create_optimizer(model)
 
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        if self.weight_averaging is not None:
+            hold_schedule_from(scheduler, self.weight_averaging.start)
+        return scheduler
+
     # ------------------------------------------------------------------------------------------------ evaluate
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict:
         """Retrieval metrics from the evaluator callable (e.g. nDCG@10 on a small benchmark), logged with the
@@ -200,6 +211,8 @@ class SparseTrainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = self.accelerator.unwrap_model(model if model is not None else self.model)
+        if self.weight_averaging is not None:
+            self.weight_averaging.load(resume_from_checkpoint, device=model.device)
         lora_state = os.path.join(resume_from_checkpoint, LORA_STATE_NAME)
         if os.path.isfile(lora_state):
             safetensors.torch.load_model(model, lora_state, device=str(model.device))
