@@ -1,9 +1,10 @@
 """Stochastic weight averaging (Izmailov et al. 2018) for one run: from a step on, the learning rate holds where the
 schedule had brought it and the saved model is the running mean of the weights taken every few steps.
 
-Two runs that differ only in their seed, averaged, gained +0.04 nDCG@10 across languages over each run
-(experiments.md, "A soup of two seeds of one configuration"), but cost two trainings; this averages one run's own
-trajectory at the cost of one, the held learning rate keeping the averaged points apart."""
+Two runs that differ only in their seed, averaged, gained +0.04 nDCG@10 across languages over each run, at two
+trainings; this averages one run's own trajectory at the cost of one, the held rate keeping its points apart. On
+ko-en-base from step 550 of 1,100 the mean gained +0.030 / +0.037 across languages over the run's own last point
+(experiments.md, "Stochastic weight averaging in one run")."""
 from __future__ import annotations
 
 import os
