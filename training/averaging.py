@@ -12,6 +12,7 @@ import os
 import safetensors.torch
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 AVERAGE_FILE = "weight_average.safetensors"
 
@@ -25,7 +26,7 @@ class WeightAveraging(TrainerCallback):
     """The running mean of the trainable weights at steps start, start + every, ...; written next to each checkpoint
     (so a resumed run averages the same points) and put into the model when training ends, before it is saved."""
 
-    def __init__(self, start: int, every: int = 1):
+    def __init__(self, start: int, every: int):
         self.start, self.every = start, every
         self.mean: dict[str, torch.Tensor] = {}
         self.count = 0
@@ -48,7 +49,7 @@ class WeightAveraging(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         if self.count and args.should_save:
-            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            folder = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
             safetensors.torch.save_file(self.mean, os.path.join(folder, AVERAGE_FILE),
                                         metadata={"count": str(self.count)})
 
